@@ -1,0 +1,89 @@
+"""Finish the generated project: drop what the chosen options exclude,
+write a local ``.env`` with a fresh secret, and say what to do next.
+
+Runs inside the new project directory. Never touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+LICENSES_DIR = Path("LICENSES")
+
+
+def install_license(license_name: str) -> None:
+    """Keep the chosen license text as ``LICENSE`` and drop the others."""
+    chosen = LICENSES_DIR / f"{license_name}.txt"
+    shutil.move(chosen, "LICENSE")
+    shutil.rmtree(LICENSES_DIR)
+
+
+def remove_paths(paths: list[str]) -> None:
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def paths_to_remove(answers: dict[str, str]) -> list[str]:
+    """Files that belong to options not chosen."""
+    paths: list[str] = []
+    if answers["database"] != "postgresql":
+        paths.append("tests/pg_database.py")
+    return paths
+
+
+def make_secret_key() -> str:
+    """64 URL-safe characters: letters, digits, ``-`` and ``_``, safe unquoted in env files."""
+    return secrets.token_urlsafe(48)
+
+
+def render_env(answers: dict[str, str], secret_key: str) -> str:
+    lines = [
+        "# Local settings, read in development only. Never commit this file.",
+        "APP_ENV=development",
+        f"SECRET_KEY={secret_key}",
+        "# SQLite file under instance/: no server needed.",
+        f"DATABASE_URL=sqlite:///{answers['package_name']}.db",
+    ]
+    if answers["database"] == "postgresql":
+        lines.append(
+            "# DATABASE_URL=postgresql://postgres@127.0.0.1:5432/"
+            f"{answers['package_name']}"
+        )
+    lines.append("LOG_LEVEL=INFO")
+    return "\n".join(lines) + "\n"
+
+
+def write_env(answers: dict[str, str]) -> None:
+    env = Path(".env")
+    env.write_text(render_env(answers, make_secret_key()), encoding="utf-8")
+    env.chmod(0o600)
+
+
+def next_steps(answers: dict[str, str]) -> str:
+    return (
+        f"\n{answers['project_name']} is ready in ./{answers['project_slug']}\n\n"
+        f"  cd {answers['project_slug']}\n"
+        "  make run     # install, migrate and seed SQLite, serve on 127.0.0.1:5000\n"
+        "  make test    # install dev tools and run the test suite\n"
+    )
+
+
+def main() -> int:
+    answers = json.loads(r"""{{ cookiecutter | jsonify }}""")
+    install_license(answers["open_source_license"])
+    remove_paths(paths_to_remove(answers))
+    write_env(answers)
+    print(next_steps(answers))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""{{ cookiecutter.project_name }}: {{ cookiecutter.description }}
+
+:func:`create_app` is the only place an app is built. Every extension is
+bound here, so each call gives an app with its own config, engine and pool,
+and nothing is shared between two apps in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from . import cli, config, http, logs
+from .events import bp as events_bp
+from .extensions import db, migrate
+from .health import bp as health_bp
+
+log = logging.getLogger(__name__)
+
+
+def load_dotenv_for_development() -> None:
+    """Read ``.env`` into the environment, in development only.
+
+    python-dotenv is a development dependency: production images do not
+    install it and never read a stray ``.env``.
+    """
+    try:
+        from dotenv import load_dotenv
+    except ImportError:
+        return
+    load_dotenv(".env", override=False)
+
+
+def instance_path() -> str:
+    """Local data (the SQLite file) lives in ``./instance`` of the working
+    directory, or wherever ``INSTANCE_PATH`` points."""
+    return str(Path(os.environ.get("INSTANCE_PATH") or "instance").resolve())
+
+
+def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app.
+
+    The config class comes from ``APP_ENV`` (or ``APP_ENV`` in
+    ``config_overrides``), then ``FLASK_*`` environment variables override
+    keys, then ``config_overrides`` (tests use it). Production refuses to
+    start on an unusable config, naming the variable.
+    """
+    overrides = dict(config_overrides or {})
+    env_name = overrides.pop("APP_ENV", None) or config.app_env()
+    if env_name == "development":
+        load_dotenv_for_development()
+    settings = config.load_config(env_name)
+
+    app = Flask(__name__, instance_path=instance_path())
+    app.json = http.JSONProvider(app)
+    app.config.from_object(settings)
+    app.config.from_prefixed_env()
+    app.config.update(overrides)
+    app.config["APP_ENV"] = env_name
+    config.finalize(app.config, type(settings))
+
+    logs.configure_logging(app.config["LOG_LEVEL"], json=app.config["LOG_JSON"])
+    db.init_app(app)
+    migrate.init_app(app, db)
+    http.init_app(app)
+    cli.init_app(app)
+    register_blueprints(app)
+    log.debug("app created with %s config", env_name)
+    return app
+
+
+def register_blueprints(app: Flask) -> None:
+    app.register_blueprint(health_bp)
+    app.register_blueprint(events_bp)

@@ -1,0 +1,71 @@
+"""CLI commands, registered on the app: ``flask seed``."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import click
+from flask import Flask
+from flask.cli import with_appcontext
+from sqlalchemy import insert
+
+from .events.models import Event
+from .extensions import db
+from .sqltypes import utcnow
+
+KINDS = ("signup", "login", "purchase", "refund", "logout", "page_view")
+
+
+def sample_rows(count: int, rng: random.Random) -> list[dict[str, Any]]:
+    now = utcnow()
+    rows = []
+    for _ in range(count):
+        at = now - timedelta(seconds=rng.randrange(30 * 24 * 3600))
+        rows.append(
+            {
+                "id": uuid.UUID(int=rng.getrandbits(128), version=4),
+                "owner_id": rng.randint(1, 1000),
+                "kind": rng.choice(KINDS),
+                "amount": Decimal(rng.randrange(0, 100_000_00)) / 100,
+                "payload": f"sample event {rng.randrange(1_000_000)}",
+                "occurred_at": at,
+                "created_at": at,
+            }
+        )
+    return rows
+
+
+def seed_events(
+    rows: int, batch_size: int = 5000, seed: int | None = None, progress: Any = None
+) -> int:
+    """Insert ``rows`` sample events in multi-row batches, one transaction."""
+    rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
+    inserted = 0
+    while inserted < rows:
+        batch = sample_rows(min(batch_size, rows - inserted), rng)
+        db.session.execute(insert(Event), batch)
+        inserted += len(batch)
+        if progress is not None:
+            progress.update(len(batch))
+    db.session.commit()
+    return inserted
+
+
+@click.command("seed")
+@click.option("--rows", default=1000, show_default=True, type=click.IntRange(min=0))
+@click.option("--batch-size", default=5000, show_default=True, type=click.IntRange(1))
+@click.option("--seed", type=int, help="Random seed, for repeatable data.")
+@with_appcontext
+def seed_command(rows: int, batch_size: int, seed: int | None) -> None:
+    """Insert sample events (bulk, in batches) with a progress bar."""
+    with click.progressbar(length=rows, label="Seeding events") as bar:
+        inserted = seed_events(rows, batch_size, seed, progress=bar)
+    click.echo(f"Inserted {inserted} events.")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(seed_command)

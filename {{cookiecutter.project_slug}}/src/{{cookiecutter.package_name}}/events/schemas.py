@@ -1,0 +1,71 @@
+"""Validation of what clients send: bodies and query strings."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from ..http.problems import APIError
+from .models import AMOUNT_PRECISION, AMOUNT_SCALE, KIND_MAX_LENGTH
+
+MAX_PAGE_SIZE = 100
+
+OwnerId = Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)]
+Kind = Annotated[
+    str,
+    Field(min_length=1, max_length=KIND_MAX_LENGTH, pattern=r"^[a-z0-9][a-z0-9_.-]*$"),
+]
+
+
+class EventCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    owner_id: OwnerId
+    kind: Kind
+    amount: Annotated[
+        Decimal,
+        Field(
+            max_digits=AMOUNT_PRECISION,
+            decimal_places=AMOUNT_SCALE,
+            allow_inf_nan=False,
+        ),
+    ]
+    payload: Annotated[str, Field(max_length=10_000)] = ""
+    occurred_at: AwareDatetime | None = None
+
+
+class EventQuery(BaseModel):
+    """Query string of the list endpoint; values arrive as strings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)] = 50
+    cursor: str | None = None
+    owner_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    kind: Kind | None = None
+
+
+def field_errors(error: ValidationError) -> dict[str, list[str]]:
+    """Pydantic's error list as ``{"field": ["message", ...]}``."""
+    errors: dict[str, list[str]] = {}
+    for item in error.errors(include_url=False):
+        field = ".".join(str(part) for part in item["loc"]) or "body"
+        errors.setdefault(field, []).append(item["msg"])
+    return errors
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: Any, what: str = "body") -> M:
+    """Validate ``data`` or raise a 400 that lists every bad field."""
+    if what == "body" and not isinstance(data, dict):
+        raise APIError(400, "The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise APIError(
+            400, f"The request {what} is invalid.", errors=field_errors(error)
+        ) from None

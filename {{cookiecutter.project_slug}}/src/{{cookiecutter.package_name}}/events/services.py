@@ -1,0 +1,69 @@
+"""Event operations on plain values: no request, no ``g``.
+
+Routes read the request and pass what they found; these functions work the
+same from a view, a CLI command, a task or a test.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, tuple_
+
+from ..extensions import db
+from ..sqltypes import utcnow
+from .models import Event
+from .pagination import Cursor
+from .schemas import EventCreate
+
+
+@dataclass(frozen=True)
+class Page:
+    items: Sequence[Event]
+    next_cursor: Cursor | None
+
+
+def create_event(data: EventCreate) -> Event:
+    now = utcnow()
+    event = Event(
+        owner_id=data.owner_id,
+        kind=data.kind,
+        amount=data.amount,
+        payload=data.payload,
+        occurred_at=data.occurred_at or now,
+        created_at=now,
+    )
+    db.session.add(event)
+    db.session.commit()
+    return event
+
+
+def get_event(event_id: uuid.UUID) -> Event | None:
+    return db.session.get(Event, event_id)
+
+
+def list_events(
+    *,
+    limit: int,
+    after: Cursor | None = None,
+    owner_id: int | None = None,
+    kind: str | None = None,
+) -> Page:
+    query = select(Event).order_by(Event.created_at.desc(), Event.id.desc())
+    if owner_id is not None:
+        query = query.where(Event.owner_id == owner_id)
+    if kind is not None:
+        query = query.where(Event.kind == kind)
+    if after is not None:
+        query = query.where(
+            tuple_(Event.created_at, Event.id) < tuple_(after.created_at, after.id)
+        )
+    # One row more than asked tells whether another page exists.
+    rows = db.session.scalars(query.limit(limit + 1)).all()
+    items = rows[:limit]
+    next_cursor = (
+        Cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+    )
+    return Page(items=items, next_cursor=next_cursor)

@@ -1,0 +1,5 @@
+"""Liveness and readiness probes."""
+
+from .routes import bp
+
+__all__ = ["bp"]

@@ -1,0 +1,73 @@
+"""Logging to stdout: JSON lines in production, readable lines elsewhere.
+
+Every record carries ``request_id``: the id of the HTTP request (or, later,
+the task) it was logged under, ``"-"`` outside one. The id lives in a
+context variable, so it follows the code that handles the request and never
+leaks into another thread's records.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextvars import ContextVar
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-8s [%(request_id)s] %(name)s: %(message)s"
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
+
+_HANDLER_NAME = "app-stdout"
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _base_factory(*args, **kwargs)
+    record.request_id = request_id_var.get()
+    return record
+
+
+class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is when a record is emitted, so a
+    process manager or test runner that swaps stdout still gets the lines."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def make_formatter(json: bool) -> logging.Formatter:
+    if json:
+        return JsonFormatter(
+            JSON_FIELDS,
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    return logging.Formatter(TEXT_FORMAT)
+
+
+def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
+    """Send the root logger to stdout; safe to call once per app.
+
+    Replaces only the handler this function installed earlier, so handlers
+    added by a test runner or a process manager are left alone.
+    """
+    logging.setLogRecordFactory(_record_factory)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == _HANDLER_NAME:
+            root.removeHandler(handler)
+    handler = StdoutHandler()
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(make_formatter(json))
+    root.addHandler(handler)
+    root.setLevel(level.upper())

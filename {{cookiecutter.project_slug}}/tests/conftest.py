@@ -1,0 +1,108 @@
+"""Fixtures: a fresh app from the factory for every test, and an isolated
+database behind it.
+
+SQLite by default: every test gets its own database file. When DATABASE_URL
+points at PostgreSQL, the session creates its own database on that server,
+migrates it, empties the tables after every test and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from {{ cookiecutter.package_name }} import create_app
+from {{ cookiecutter.package_name }}.config import normalize_database_url
+from {{ cookiecutter.package_name }}.extensions import db
+
+# Variables a developer's shell may carry that would change what tests see.
+_APP_VARIABLES = ("APP_ENV", "SECRET_KEY", "TRUSTED_HOSTS", "MAX_CONTENT_LENGTH")
+
+
+def _server_url() -> str | None:
+    url = os.environ.get("DATABASE_URL", "")
+    return url if url.startswith(("postgres://", "postgresql")) else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    """A migrated database of this session's own, or None on SQLite."""
+    server_url = _server_url()
+    if server_url is None:
+        yield None
+        return
+    from pg_database import temporary_database
+
+    with temporary_database(server_url) as url:
+        app = create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": url})
+        with app.app_context():
+            from flask_migrate import upgrade
+
+            upgrade()
+            db.engine.dispose()
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts from the same environment and cannot leak into the next."""
+    saved = dict(os.environ)
+    for name in _APP_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def database_url(postgres_url: str | None, tmp_path: Path) -> Iterator[str]:
+    """This test's database: a new SQLite file, or the session's PostgreSQL
+    database, emptied when the test ends."""
+    if postgres_url is None:
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    yield postgres_url
+    engine = create_engine(normalize_database_url(postgres_url))
+    tables = ", ".join(table.name for table in db.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables}"))
+    engine.dispose()
+
+
+@pytest.fixture
+def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
+    """Build apps from the factory, each with its own engine and pool."""
+    apps: list[Flask] = []
+
+    def factory(*, schema: bool = True, **overrides: Any) -> Flask:
+        config = {"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": database_url}
+        config.update(overrides)
+        app = create_app(config)
+        with app.app_context():
+            # The PostgreSQL database was migrated once for the session.
+            if schema and db.engine.dialect.name == "sqlite":
+                db.create_all()
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

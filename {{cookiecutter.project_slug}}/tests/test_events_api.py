@@ -1,0 +1,170 @@
+"""The events API: validated create, JSON 404, keyset pagination."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from support import problem_of
+
+VALID = {"owner_id": 7, "kind": "purchase", "amount": "19.99", "payload": "hello"}
+
+
+def create(client: FlaskClient, **fields: object) -> dict:
+    response = client.post("/api/events", json={**VALID, **fields})
+    assert response.status_code == 201, response.data
+    return response.get_json()
+
+
+def test_create_returns_the_event_with_exact_types(client: FlaskClient) -> None:
+    response = client.post(
+        "/api/events",
+        json={**VALID, "occurred_at": "2026-03-01T12:00:00+02:00"},
+    )
+    assert response.status_code == 201
+    body = response.get_json()
+    assert response.headers["Location"] == f"/api/events/{body['id']}"
+    assert body["owner_id"] == 7
+    assert body["kind"] == "purchase"
+    assert body["amount"] == "19.99"
+    assert body["payload"] == "hello"
+    assert body["occurred_at"] == "2026-03-01T10:00:00+00:00"
+    assert datetime.fromisoformat(body["created_at"]).tzinfo is not None
+
+
+def test_amount_given_as_a_json_number_stays_exact(client: FlaskClient) -> None:
+    response = client.post(
+        "/api/events",
+        data='{"owner_id": 1, "kind": "k", "amount": 9999999999.99}',
+        content_type="application/json",
+    )
+    assert response.status_code == 201
+    assert response.get_json()["amount"] == "9999999999.99"
+
+
+def test_get_returns_what_was_stored(client: FlaskClient) -> None:
+    created = create(client, amount="0.10")
+    fetched = client.get(f"/api/events/{created['id']}")
+    assert fetched.status_code == 200
+    assert fetched.get_json() == created
+    assert Decimal(fetched.get_json()["amount"]) == Decimal("0.10")
+
+
+def test_get_unknown_event_is_a_json_404(client: FlaskClient) -> None:
+    response = client.get("/api/events/00000000-0000-4000-8000-000000000000")
+    assert response.status_code == 404
+    assert "No event" in problem_of(response)["detail"]
+
+
+def test_get_with_a_malformed_id_is_a_json_404(client: FlaskClient) -> None:
+    response = client.get("/api/events/not-a-uuid")
+    assert response.status_code == 404
+    problem_of(response)
+
+
+@pytest.mark.parametrize(
+    ("body", "bad_fields"),
+    [
+        ({}, {"owner_id", "kind", "amount"}),
+        ({**VALID, "owner_id": "7"}, {"owner_id"}),
+        ({**VALID, "owner_id": 0}, {"owner_id"}),
+        ({**VALID, "kind": "Not Valid!"}, {"kind"}),
+        ({**VALID, "kind": "k" * 65}, {"kind"}),
+        ({**VALID, "amount": "1.234"}, {"amount"}),
+        ({**VALID, "amount": "12345678901.00"}, {"amount"}),
+        ({**VALID, "amount": "NaN"}, {"amount"}),
+        ({**VALID, "occurred_at": "2026-03-01T12:00:00"}, {"occurred_at"}),
+        ({**VALID, "surprise": 1}, {"surprise"}),
+    ],
+)
+def test_invalid_events_get_per_field_errors(
+    client: FlaskClient, body: dict, bad_fields: set[str]
+) -> None:
+    response = client.post("/api/events", json=body)
+    assert response.status_code == 400
+    problem = problem_of(response)
+    assert set(problem["errors"]) == bad_fields
+    assert all(problem["errors"][field] for field in bad_fields)
+
+
+@pytest.mark.parametrize("body", ["[{}]", '"text"', "42", "null"])
+def test_a_body_that_is_not_an_object_is_refused(
+    client: FlaskClient, body: str
+) -> None:
+    response = client.post("/api/events", data=body, content_type="application/json")
+    assert response.status_code == 400
+    problem_of(response)
+
+
+def test_list_pages_through_every_event_once_newest_first(client: FlaskClient) -> None:
+    ids = [create(client, owner_id=n % 3 + 1)["id"] for n in range(25)]
+    seen, cursor, pages = [], None, 0
+    while True:
+        query = {"limit": 10, **({"cursor": cursor} if cursor else {})}
+        body = client.get("/api/events", query_string=query).get_json()
+        seen += [item["id"] for item in body["items"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == list(reversed(ids))
+
+
+def test_list_is_stable_under_concurrent_inserts(
+    app: Flask, client: FlaskClient
+) -> None:
+    before = {create(client)["id"] for _ in range(30)}
+    first = client.get("/api/events?limit=10").get_json()
+    seen = [item["id"] for item in first["items"]]
+
+    def insert_more() -> None:
+        writer = app.test_client()
+        for _ in range(20):
+            create(writer, kind="late")
+
+    writers = [threading.Thread(target=insert_more) for _ in range(3)]
+    for writer in writers:
+        writer.start()
+    cursor = first["next_cursor"]
+    while cursor:
+        body = client.get("/api/events", query_string={"limit": 10, "cursor": cursor})
+        page = body.get_json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+    for writer in writers:
+        writer.join()
+
+    assert len(seen) == len(set(seen)), "an event was listed twice"
+    assert set(seen) == before, "an event was skipped, or a later one slipped in"
+
+
+def test_list_filters_by_owner_and_kind(client: FlaskClient) -> None:
+    create(client, owner_id=1, kind="a")
+    create(client, owner_id=2, kind="a")
+    create(client, owner_id=1, kind="b")
+    only = client.get("/api/events?owner_id=1&kind=a").get_json()["items"]
+    assert [(e["owner_id"], e["kind"]) for e in only] == [(1, "a")]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("cursor=not-a-cursor", "cursor"),
+        ("cursor=Zm9vfGJhcg", "cursor"),
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=ten", "limit"),
+        ("owner_id=-1", "owner_id"),
+        ("sort=asc", "sort"),
+    ],
+)
+def test_bad_list_queries_are_400(client: FlaskClient, query: str, field: str) -> None:
+    response = client.get(f"/api/events?{query}")
+    assert response.status_code == 400
+    assert field in problem_of(response)["errors"]
