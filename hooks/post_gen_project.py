@@ -40,30 +40,25 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
 
 
 def make_secret_key() -> str:
-    """64 URL-safe characters: letters, digits, ``-`` and ``_``, safe unquoted in env files."""
+    """64 URL-safe characters (letters, digits, ``-``, ``_``): no quoting
+    needed in env files."""
     return secrets.token_urlsafe(48)
 
 
-def render_env(answers: dict[str, str], secret_key: str) -> str:
-    lines = [
-        "# Local settings, read in development only. Never commit this file.",
-        "APP_ENV=development",
-        f"SECRET_KEY={secret_key}",
-        "# SQLite file under instance/: no server needed.",
-        f"DATABASE_URL=sqlite:///{answers['package_name']}.db",
-    ]
-    if answers["database"] == "postgresql":
-        lines.append(
-            "# DATABASE_URL=postgresql://postgres@127.0.0.1:5432/"
-            f"{answers['package_name']}"
-        )
-    lines.append("LOG_LEVEL=INFO")
-    return "\n".join(lines) + "\n"
+EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"  # noqa: S105 - placeholder
 
 
-def write_env(answers: dict[str, str]) -> None:
+def render_env(example: str, secret_key: str) -> str:
+    """``.env.example`` with its placeholder secret replaced."""
+    if EXAMPLE_SECRET_KEY not in example:
+        raise ValueError(".env.example has no SECRET_KEY placeholder to replace")
+    return example.replace(EXAMPLE_SECRET_KEY, secret_key)
+
+
+def write_env() -> None:
+    example = Path(".env.example").read_text(encoding="utf-8")
     env = Path(".env")
-    env.write_text(render_env(answers, make_secret_key()), encoding="utf-8")
+    env.write_text(render_env(example, make_secret_key()), encoding="utf-8")
     env.chmod(0o600)
 
 
@@ -80,7 +75,7 @@ def main() -> int:
     answers = json.loads(r"""{{ cookiecutter | jsonify }}""")
     install_license(answers["open_source_license"])
     remove_paths(paths_to_remove(answers))
-    write_env(answers)
+    write_env()
     print(next_steps(answers))
     return 0
 

@@ -15,7 +15,7 @@ import sys
 
 SLUG_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 PACKAGE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_RE = re.compile(r'^[^@\s"\\]+@[^@\s"\\]+\.[^@\s"\\]+$')
 
 # Import names the generated project depends on, or that its tooling owns.
 # A package with one of these names would shadow the real one.
@@ -90,7 +90,7 @@ def check_required(field: str, value: str) -> str | None:
     if "\n" in value or '"' in value or "\\" in value:
         return (
             f"{field} {value!r} is invalid: it must be one line without "
-            'double quotes or backslashes'
+            "double quotes or backslashes"
         )
     return None
 

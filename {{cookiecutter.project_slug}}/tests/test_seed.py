@@ -35,3 +35,12 @@ def test_seed_refuses_a_negative_count(app: Flask) -> None:
     assert result.exit_code != 0
     assert "--rows" in result.output
     assert count_events(app) == 0
+
+
+def test_seed_if_empty_seeds_once(app: Flask) -> None:
+    runner = app.test_cli_runner()
+    runner.invoke(args=["seed", "--rows", "10", "--if-empty"])
+    again = runner.invoke(args=["seed", "--rows", "10", "--if-empty"])
+    assert again.exit_code == 0
+    assert "nothing seeded" in again.output
+    assert count_events(app) == 10

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from flask import Flask
 from flask.cli import with_appcontext
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from .events.models import Event
 from .extensions import db
@@ -39,15 +39,29 @@ def sample_rows(count: int, rng: random.Random) -> list[dict[str, Any]]:
     return rows
 
 
+def insert_rows(rows: list[dict[str, Any]]) -> None:
+    """Bulk insert: COPY on PostgreSQL, multi-row INSERT elsewhere."""
+    connection = db.session.connection()
+    if connection.dialect.name != "postgresql":
+        db.session.execute(insert(Event), rows)
+        return
+    columns = list(rows[0])
+    statement = f"COPY {Event.__tablename__} ({', '.join(columns)}) FROM STDIN"
+    raw = connection.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([row[column] for column in columns])
+
+
 def seed_events(
     rows: int, batch_size: int = 5000, seed: int | None = None, progress: Any = None
 ) -> int:
-    """Insert ``rows`` sample events in multi-row batches, one transaction."""
+    """Insert ``rows`` sample events in batches, in one transaction."""
     rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
     inserted = 0
     while inserted < rows:
         batch = sample_rows(min(batch_size, rows - inserted), rng)
-        db.session.execute(insert(Event), batch)
+        insert_rows(batch)
         inserted += len(batch)
         if progress is not None:
             progress.update(len(batch))
@@ -59,9 +73,13 @@ def seed_events(
 @click.option("--rows", default=1000, show_default=True, type=click.IntRange(min=0))
 @click.option("--batch-size", default=5000, show_default=True, type=click.IntRange(1))
 @click.option("--seed", type=int, help="Random seed, for repeatable data.")
+@click.option("--if-empty", is_flag=True, help="Do nothing if events exist.")
 @with_appcontext
-def seed_command(rows: int, batch_size: int, seed: int | None) -> None:
+def seed_command(rows: int, batch_size: int, seed: int | None, if_empty: bool) -> None:
     """Insert sample events (bulk, in batches) with a progress bar."""
+    if if_empty and db.session.scalar(select(Event.id).limit(1)) is not None:
+        click.echo("Events exist already; nothing seeded.")
+        return
     with click.progressbar(length=rows, label="Seeding events") as bar:
         inserted = seed_events(rows, batch_size, seed, progress=bar)
     click.echo(f"Inserted {inserted} events.")

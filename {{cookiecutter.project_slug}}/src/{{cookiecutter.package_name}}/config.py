@@ -88,7 +88,6 @@ class BaseConfig:
         self.LOG_JSON = False
         self.READINESS_TIMEOUT_SECONDS = env_int("READINESS_TIMEOUT_SECONDS", 2)
         self.BACKGROUND_THREADS = env_int("BACKGROUND_THREADS", 4)
-        self.JSON_SORT_KEYS = False
 
     def default_database_url(self) -> str | None:
         return None

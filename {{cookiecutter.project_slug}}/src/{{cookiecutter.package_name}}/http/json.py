@@ -26,7 +26,9 @@ class _Encoder(json.JSONEncoder):
 class JSONProvider(DefaultJSONProvider):
     """Flask's provider, with exact types instead of its lossy defaults
     (Flask writes datetimes as RFC 822 strings and Decimals via ``str`` only
-    by accident of its fallback)."""
+    by accident of its fallback). Keys keep the order the code wrote them in."""
+
+    sort_keys = False
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         kwargs.setdefault("ensure_ascii", self.ensure_ascii)

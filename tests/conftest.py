@@ -1,0 +1,97 @@
+"""Shared fixtures of the template test suite."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from template_support import REPO_ROOT, bake_into, is_ci, write_cookiecutter_config
+
+POSTGRES_HOST = os.environ.get("POSTGRES_HOST", "127.0.0.1")
+POSTGRES_PORT = int(os.environ.get("POSTGRES_PORT", "5432"))
+POSTGRES_USER = os.environ.get("POSTGRES_USER", "postgres")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "slow: installs and runs a generated project (runs by default; "
+        "deselect with -m 'not slow')",
+    )
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip the test when ``host:port`` does not accept TCP connections.
+
+    A laptop may lack the service, so the test skips there; on CI
+    (``CI=true``) a missing service is a broken environment, so it fails.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return
+    except OSError as error:
+        message = f"{name} is not reachable on {host}:{port} ({error})"
+    if is_ci():
+        pytest.fail(f"{message}; CI=true requires it")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def cookiecutter_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_cookiecutter_config(tmp_path_factory.mktemp("cookiecutter"))
+
+
+@pytest.fixture
+def bake(tmp_path: Path, cookiecutter_config: Path) -> Callable[..., Path]:
+    """``bake(**extra_context)`` -> path of a freshly generated project.
+
+    Each call bakes into its own output directory under ``tmp_path``.
+    """
+    counter = itertools.count()
+
+    def _bake(**extra_context: Any) -> Path:
+        output_dir = tmp_path / f"bake-{next(counter)}"
+        return bake_into(output_dir, cookiecutter_config, **extra_context)
+
+    return _bake
+
+
+@pytest.fixture(scope="session")
+def uv_cache_dir() -> Path:
+    """One uv cache for the whole run (and across runs): installs stay fast."""
+    path = REPO_ROOT / ".cache" / "uv"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database, dropped after the test."""
+    require_service("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
+    server = f"postgresql://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}"
+    name = f"template_test_{uuid.uuid4().hex}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"{server}/{name}"
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(name)
+                )
+            )

@@ -1,0 +1,147 @@
+"""Pairwise matrix of the template options: every bake is clean and lints.
+
+The options come from ``cookiecutter.json`` (every choice or yes/no question),
+so an option added there joins the matrix without touching this file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from allpairspy import AllPairs
+
+from template_support import bake_into, choice_options, require_python
+
+OPTIONS = choice_options()
+JINJA_MARKERS = ("{{ cookiecutter", "{%", "%}", "{#")
+PATH_MARKERS = ("{{", "}}", "{%", "%}")
+
+
+def pairwise(options: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Combinations that together hold every pair of values of any two options."""
+    names = list(options)
+    if len(names) < 2:  # allpairspy needs two parameters; nothing to pair anyway
+        rows = itertools.product(*options.values())
+    else:
+        rows = AllPairs(list(options.values()))
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+COMBINATIONS = pairwise(OPTIONS)
+
+
+def combination_id(combination: dict[str, Any]) -> str:
+    return ",".join(f"{key}={value}" for key, value in combination.items())
+
+
+def test_matrix_covers_every_pair_of_option_values() -> None:
+    for combination in COMBINATIONS:
+        assert set(combination) == set(OPTIONS)
+        for key, value in combination.items():
+            assert value in OPTIONS[key], combination
+
+    missing = [
+        ((first, a), (second, b))
+        for first, second in itertools.combinations(OPTIONS, 2)
+        for a, b in itertools.product(OPTIONS[first], OPTIONS[second])
+        if not any(c[first] == a and c[second] == b for c in COMBINATIONS)
+    ]
+    assert missing == []
+    # With fewer than two options there are no pairs: check single values.
+    for key, values in OPTIONS.items():
+        assert {c[key] for c in COMBINATIONS} == set(values)
+
+
+@pytest.fixture(scope="module", params=COMBINATIONS, ids=combination_id)
+def baked(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    cookiecutter_config: Path,
+) -> tuple[Path, dict[str, Any]]:
+    """One bake per combination, shared by the checks below."""
+    combination = request.param
+    output_dir = tmp_path_factory.mktemp("matrix")
+    return bake_into(output_dir, cookiecutter_config, **combination), combination
+
+
+def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def test_bake_succeeds(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, _ = baked
+    assert project.is_dir()
+    assert (project / "pyproject.toml").is_file()
+
+
+def test_no_jinja_left_in_file_names(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, _ = baked
+    leftovers = [
+        str(path.relative_to(project))
+        for path in project.rglob("*")
+        if any(marker in path.name for marker in PATH_MARKERS)
+    ]
+    assert leftovers == []
+
+
+def test_no_jinja_left_in_files(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, _ = baked
+    leftovers = []
+    for path in sorted(project.rglob("*")):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if b"\0" in data:
+            continue  # binary
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # binary
+        for number, line in enumerate(text.splitlines(), start=1):
+            if any(marker in line for marker in JINJA_MARKERS):
+                leftovers.append(f"{path.relative_to(project)}:{number}: {line}")
+    assert leftovers == [], "\n".join(leftovers)
+
+
+def test_ruff_check_passes(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, _ = baked
+    result = run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], project)
+    assert result.returncode == 0, result.stdout
+
+
+def test_ruff_format_is_clean(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, _ = baked
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "format",
+            "--no-cache",
+            "--check",
+            "--diff",
+            ".",
+        ],
+        project,
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_compiles_with_the_chosen_python(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, combination = baked
+    python = require_python(combination["python_version"])
+    result = run([python, "-m", "compileall", "-q", "."], project)
+    assert result.returncode == 0, result.stdout

@@ -1,0 +1,112 @@
+"""Representative bakes install themselves and pass their own test suite."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from template_support import bake_into, defaults, require_python
+
+pytestmark = pytest.mark.slow
+
+# Settings a developer may have exported; each run states its own.
+SCRUBBED_ENV = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "VIRTUAL_ENV", "PYTHONPATH")
+
+InstallProject = Callable[..., tuple[Path, Path]]
+
+
+def run(
+    command: list[str], cwd: Path | None, env: dict[str, str], timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The caller's environment without app settings or outer pytest options."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in SCRUBBED_ENV and not key.startswith("PYTEST_")
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def install_project(
+    tmp_path_factory: pytest.TempPathFactory,
+    cookiecutter_config: Path,
+    uv_cache_dir: Path,
+) -> InstallProject:
+    """``install_project(**extra_context)`` -> (project dir, venv python).
+
+    Bakes, creates ``<project>/.venv`` with the chosen python and installs the
+    project with its dev extra. Each distinct context is installed once per
+    module, so the SQLite and PostgreSQL runs of one bake share it.
+    """
+    installed: dict[tuple[tuple[str, Any], ...], tuple[Path, Path]] = {}
+    make_env = clean_env(UV_CACHE_DIR=str(uv_cache_dir), UV_LINK_MODE="copy")
+
+    def _install(**extra_context: Any) -> tuple[Path, Path]:
+        key = tuple(sorted(extra_context.items()))
+        if key in installed:
+            return installed[key]
+        # The interpreter's real path: no pyenv shim or uv download surprises.
+        python = require_python({**defaults(), **extra_context}["python_version"])
+        output_dir = tmp_path_factory.mktemp("suite")
+        project = bake_into(output_dir, cookiecutter_config, **extra_context)
+        # The project's own install step, as its README tells users to run it.
+        result = run(["make", "install", f"PYTHON={python}"], project, make_env)
+        assert result.returncode == 0, result.stdout
+        installed[key] = project, Path(python)
+        return installed[key]
+
+    return _install
+
+
+def run_suite(project: Path, python: Path, **env: str) -> None:
+    """``make test``, the generated README's test command."""
+    result = run(
+        ["make", "test", f"PYTHON={python}", "PYTEST_ARGS=-p no:cacheprovider"],
+        cwd=project,
+        env=clean_env(**env),
+    )
+    assert result.returncode == 0, result.stdout
+    assert " passed" in result.stdout, result.stdout
+    assert "skipped" not in result.stdout, result.stdout
+
+
+def test_default_bake_passes_its_suite_on_sqlite(
+    install_project: InstallProject,
+) -> None:
+    project, python = install_project()
+    run_suite(project, python)
+
+
+def test_default_bake_passes_its_suite_on_postgresql(
+    install_project: InstallProject, postgres_url: str
+) -> None:
+    assert defaults()["database"] == "postgresql", "pick a postgresql bake here"
+    project, python = install_project()
+    run_suite(project, python, DATABASE_URL=postgres_url)
+
+
+def test_sqlite_python313_bake_passes_its_suite_on_sqlite(
+    install_project: InstallProject,
+) -> None:
+    project, python = install_project(database="sqlite", python_version="3.13")
+    run_suite(project, python)

@@ -1,0 +1,375 @@
+"""The pre/post generation hooks: each function on its own, then whole bakes."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from template_support import REPO_ROOT, bake_cli, choice_options, defaults
+
+TEMPLATE_DIR = REPO_ROOT / "{{cookiecutter.project_slug}}"
+SECRET_KEY_RE = re.compile(r"[A-Za-z0-9_-]{43,}")
+
+
+def load_hook(name: str) -> ModuleType:
+    """Import a hook file by path.
+
+    Their ``main()`` holds raw Jinja in a string and only runs under
+    ``__main__``, so importing them runs no hook.
+    """
+    path = REPO_ROOT / "hooks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"hooks_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pre = load_hook("pre_gen_project")
+post = load_hook("post_gen_project")
+
+VALID_ANSWERS = {
+    "project_name": "Flask Service",
+    "project_slug": "flask-service",
+    "package_name": "flask_service",
+    "description": "A production-ready Flask service.",
+    "author_name": "Your Name",
+    "email": "you@example.com",
+    **defaults(),
+}
+
+
+# --- pre_gen_project: one check at a time ------------------------------------
+
+
+@pytest.mark.parametrize("slug", ["flask-service", "billing", "a", "api2", "my-api-v2"])
+def test_check_project_slug_accepts(slug: str) -> None:
+    assert pre.check_project_slug(slug) is None
+
+
+@pytest.mark.parametrize(
+    "slug",
+    [
+        "Flask-Service",
+        "flask service",
+        "1service",
+        "-service",
+        "service-",
+        "my--service",
+        "my_service",
+        "my.service",
+        "",
+    ],
+)
+def test_check_project_slug_rejects(slug: str) -> None:
+    error = pre.check_project_slug(slug)
+    assert error is not None
+    assert error.startswith(f"project_slug {slug!r} is invalid")
+
+
+@pytest.mark.parametrize("name", ["flask_service", "billing", "api_v2", "a", "my__pkg"])
+def test_check_package_name_accepts(name: str) -> None:
+    assert pre.check_package_name(name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("class", "keyword"),
+        ("match", "keyword"),  # soft keyword
+        ("json", "standard library"),
+        ("os", "standard library"),
+        ("test", "dependency"),
+        ("flask", "dependency"),
+        ("celery", "dependency"),
+        ("redis", "dependency"),
+        ("sqlalchemy", "dependency"),
+        ("tests", "dependency"),
+        ("my-pkg", "identifier"),
+        ("MyPkg", "identifier"),
+        ("1pkg", "identifier"),
+        ("_pkg", "identifier"),
+        ("café", "identifier"),
+        ("", "identifier"),
+    ],
+)
+def test_check_package_name_rejects(name: str, reason: str) -> None:
+    error = pre.check_package_name(name)
+    assert error is not None
+    assert error.startswith(f"package_name {name!r} is invalid")
+    assert reason in error
+
+
+@pytest.mark.parametrize("email", ["you@example.com", "a.b+tag@mail.example.org"])
+def test_check_email_accepts(email: str) -> None:
+    assert pre.check_email(email) is None
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["you.example.com", "you@", "@example.com", "you@example", "a b@example.com", ""],
+)
+def test_check_email_rejects(email: str) -> None:
+    error = pre.check_email(email)
+    assert error is not None
+    assert error.startswith(f"email {email!r} is invalid")
+
+
+@pytest.mark.parametrize("value", ["Flask Service", "Ada O'Neil", "x"])
+def test_check_required_accepts(value: str) -> None:
+    assert pre.check_required("author_name", value) is None
+
+
+@pytest.mark.parametrize(
+    "value", ["", "   ", "two\nlines", 'say "hi"', "back\\slash"], ids=repr
+)
+def test_check_required_rejects(value: str) -> None:
+    error = pre.check_required("description", value)
+    assert error is not None
+    assert error.startswith(f"description {value!r} is invalid")
+
+
+def test_validate_accepts_the_defaults() -> None:
+    assert pre.validate(dict(VALID_ANSWERS)) == []
+
+
+def test_validate_reports_every_problem_in_prompt_order() -> None:
+    answers = {
+        **VALID_ANSWERS,
+        "email": "nobody",
+        "project_slug": "Bad Slug",
+        "project_name": "",
+    }
+    problems = pre.validate(answers)
+    assert [problem.split()[0] for problem in problems] == [
+        "project_name",
+        "project_slug",
+        "email",
+    ]
+
+
+# --- post_gen_project: one step at a time ------------------------------------
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The post hook works relative to the cwd (the new project)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_install_license_keeps_only_the_chosen_text(in_tmp: Path) -> None:
+    licenses = in_tmp / "LICENSES"
+    licenses.mkdir()
+    for name in ("MIT", "Apache-2.0", "Proprietary"):
+        (licenses / f"{name}.txt").write_text(f"{name} text\n", encoding="utf-8")
+
+    post.install_license("Apache-2.0")
+
+    assert (in_tmp / "LICENSE").read_text(encoding="utf-8") == "Apache-2.0 text\n"
+    assert not licenses.exists()
+
+
+def test_remove_paths_removes_files_and_directories(in_tmp: Path) -> None:
+    (in_tmp / "tests").mkdir()
+    (in_tmp / "tests" / "test_postgresql.py").write_text("", encoding="utf-8")
+    (in_tmp / "deploy" / "celery").mkdir(parents=True)
+    (in_tmp / "deploy" / "celery" / "worker.conf").write_text("", encoding="utf-8")
+    (in_tmp / "keep.txt").write_text("", encoding="utf-8")
+
+    post.remove_paths(["tests/test_postgresql.py", "deploy", "does/not/exist"])
+
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["keep.txt", "tests"]
+    assert list((in_tmp / "tests").iterdir()) == []
+
+
+@pytest.mark.parametrize("database", choice_options()["database"])
+def test_paths_to_remove_exist_in_the_template(database: str) -> None:
+    """A typo in the list would silently leave the file in every bake."""
+    for path in post.paths_to_remove({**VALID_ANSWERS, "database": database}):
+        assert (TEMPLATE_DIR / path).exists(), f"{path} is not in the template"
+
+
+def test_paths_to_remove_drops_postgresql_files_only_without_postgresql() -> None:
+    with_postgresql = post.paths_to_remove({**VALID_ANSWERS, "database": "postgresql"})
+    with_sqlite = post.paths_to_remove({**VALID_ANSWERS, "database": "sqlite"})
+    assert set(with_sqlite) > set(with_postgresql)
+
+
+def test_make_secret_key_is_long_urlsafe_and_fresh() -> None:
+    keys = {post.make_secret_key() for _ in range(20)}
+    assert len(keys) == 20
+    for key in keys:
+        assert SECRET_KEY_RE.fullmatch(key), key
+
+
+def test_render_env_replaces_the_placeholder_secret() -> None:
+    example = f"APP_ENV=development\nSECRET_KEY={post.EXAMPLE_SECRET_KEY}\n"
+    secret_key = post.make_secret_key()
+
+    text = post.render_env(example, secret_key)
+
+    assert text == f"APP_ENV=development\nSECRET_KEY={secret_key}\n"
+
+
+def test_render_env_refuses_an_example_without_placeholder() -> None:
+    with pytest.raises(ValueError, match="placeholder"):
+        post.render_env("APP_ENV=development\n", post.make_secret_key())
+
+
+def test_template_env_example_holds_the_placeholder() -> None:
+    example = (TEMPLATE_DIR / ".env.example").read_text(encoding="utf-8")
+    assert f"SECRET_KEY={post.EXAMPLE_SECRET_KEY}\n" in example
+
+
+def test_write_env_is_private(in_tmp: Path) -> None:
+    (in_tmp / ".env.example").write_text(
+        f"SECRET_KEY={post.EXAMPLE_SECRET_KEY}\n", encoding="utf-8"
+    )
+
+    post.write_env()
+
+    env = in_tmp / ".env"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    secret_key = parse_env(env.read_text(encoding="utf-8"))["SECRET_KEY"]
+    assert SECRET_KEY_RE.fullmatch(secret_key)
+
+
+def test_next_steps_names_the_directory_and_make_targets() -> None:
+    text = post.next_steps({**VALID_ANSWERS, "project_slug": "billing-api"})
+    assert "cd billing-api" in text
+    assert "make run" in text
+    assert "make test" in text
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """``KEY=value`` lines of an env file; values must need no quoting."""
+    settings = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        assert sep, f"not KEY=value: {line!r}"
+        assert re.fullmatch(r"[A-Z][A-Z0-9_]*", key), line
+        assert not re.search(r"[\s\"'$`\\]", value), f"value needs quoting: {line!r}"
+        settings[key] = value
+    return settings
+
+
+# --- whole bakes --------------------------------------------------------------
+
+INVALID_ANSWERS = [
+    ("project_slug", "Flask-Service"),
+    ("project_slug", "flask service"),
+    ("project_slug", "1service"),
+    ("package_name", "class"),
+    ("package_name", "json"),
+    ("package_name", "flask"),
+    ("package_name", "celery"),
+    ("package_name", "redis"),
+    ("package_name", "test"),
+    ("package_name", "my-pkg"),
+    ("package_name", "MyPkg"),
+    ("email", "you.example.com"),
+    ("email", 'you"@example.com'),  # would break the TOML string in pyproject
+    ("project_name", ""),
+    ("project_name", "   "),
+    ("database", "mysql"),
+    ("python_version", "3.10"),
+    # Every choice option, including ones added later, rejects unknown values.
+    *((key, "no-such-choice") for key in choice_options()),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    INVALID_ANSWERS,
+    ids=[f"{field}={value!r}" for field, value in INVALID_ANSWERS],
+)
+def test_invalid_answer_stops_the_bake(
+    tmp_path: Path, cookiecutter_config: Path, field: str, value: str
+) -> None:
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+
+    result = bake_cli(output_dir, cookiecutter_config, **{field: value})
+
+    assert result.returncode != 0, result.stdout
+    # One line says which answer is wrong: the field and the value.
+    token = value.strip() or repr(value)
+    assert any(
+        field in line and token in line for line in result.stdout.splitlines()
+    ), f"no line names {field} and {token}:\n{result.stdout}"
+    assert list(output_dir.iterdir()) == [], "the bake left files behind"
+
+
+def test_bake_writes_a_private_env_with_a_fresh_secret(bake) -> None:
+    first, second = bake(), bake()
+
+    secrets = []
+    for project in (first, second):
+        env = project / ".env"
+        assert stat.S_IMODE(env.stat().st_mode) == 0o600
+        settings = parse_env(env.read_text(encoding="utf-8"))
+        assert settings["APP_ENV"] == "development"
+        assert SECRET_KEY_RE.fullmatch(settings["SECRET_KEY"])
+        assert post.EXAMPLE_SECRET_KEY not in env.read_text(encoding="utf-8")
+        secrets.append(settings["SECRET_KEY"])
+    assert secrets[0] != secrets[1]
+
+
+LICENSE_MARKERS = {
+    "MIT": "Permission is hereby granted, free of charge",
+    "BSD-3-Clause": "Redistribution and use in source and binary forms",
+    "Apache-2.0": "Apache License\n                           Version 2.0",
+    "Proprietary": "All rights reserved.",
+}
+
+
+@pytest.mark.parametrize("license_name", choice_options()["open_source_license"])
+def test_bake_installs_the_chosen_license(bake, license_name: str) -> None:
+    assert license_name in LICENSE_MARKERS, f"add a marker for {license_name}"
+
+    project = bake(open_source_license=license_name, author_name="Ada Lovelace")
+
+    text = (project / "LICENSE").read_text(encoding="utf-8")
+    assert LICENSE_MARKERS[license_name] in text
+    for other, marker in LICENSE_MARKERS.items():
+        if other != license_name:
+            assert marker not in text, f"{license_name} LICENSE contains {other}"
+    assert "Ada Lovelace" in text
+    assert str(datetime.now(UTC).year) in text
+    assert not (project / "LICENSES").exists()
+
+
+def test_bake_drops_the_files_of_options_not_chosen(bake) -> None:
+    sqlite = bake(database="sqlite")
+    postgresql = bake(database="postgresql")
+
+    dropped = post.paths_to_remove({**VALID_ANSWERS, "database": "sqlite"})
+    kept = post.paths_to_remove({**VALID_ANSWERS, "database": "postgresql"})
+    for path in dropped:
+        assert not (sqlite / path).exists(), path
+        if path not in kept:
+            assert (postgresql / path).exists(), path
+
+
+def test_bake_derives_slug_and_package_from_the_name(
+    tmp_path: Path, cookiecutter_config: Path
+) -> None:
+    result = bake_cli(tmp_path, cookiecutter_config, project_name="Acme Billing_API")
+
+    assert result.returncode == 0, result.stdout
+    project = tmp_path / "acme-billing-api"
+    assert (project / "src" / "acme_billing_api").is_dir()
+    # The post hook tells the user what to do next.
+    assert "cd acme-billing-api" in result.stdout
+    assert "make run" in result.stdout
+    assert "make test" in result.stdout

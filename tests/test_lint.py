@@ -1,0 +1,32 @@
+"""The template's own Python (hooks/, tests/) follows ruff.toml.
+
+The template directory is excluded there: it is Jinja until baked, and every
+bake is linted with its own config by test_bake.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from template_support import REPO_ROOT
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["check"], ["format", "--check", "--diff"]],
+    ids=["ruff-check", "ruff-format"],
+)
+def test_template_python_is_clean(command: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", *command, "--no-cache", "hooks", "tests"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout
