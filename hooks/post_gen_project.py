@@ -36,6 +36,17 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
     paths: list[str] = []
     if answers["database"] != "postgresql":
         paths.append("tests/pg_database.py")
+    if answers["use_celery"] != "y":
+        package = Path("src") / answers["package_name"]
+        paths += [
+            str(package / "celery_app.py"),
+            str(package / "worker.py"),
+            str(package / "jobs"),
+            "migrations/versions/0002_create_jobs.py",
+            "tests/test_tasks.py",
+            "tests/test_worker_process.py",
+            "tests/worker_gate.py",
+        ]
     return paths
 
 

@@ -7,8 +7,10 @@ so an option added there joins the matrix without touching this file.
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +99,8 @@ def test_no_jinja_left_in_file_names(baked: tuple[Path, dict[str, Any]]) -> None
     assert leftovers == []
 
 
-def test_no_jinja_left_in_files(baked: tuple[Path, dict[str, Any]]) -> None:
-    project, _ = baked
-    leftovers = []
+def text_files(project: Path) -> Iterator[tuple[Path, str]]:
+    """(path, text) of every UTF-8 text file in the bake."""
     for path in sorted(project.rglob("*")):
         if not path.is_file():
             continue
@@ -107,13 +108,48 @@ def test_no_jinja_left_in_files(baked: tuple[Path, dict[str, Any]]) -> None:
         if b"\0" in data:
             continue  # binary
         try:
-            text = data.decode("utf-8")
+            yield path, data.decode("utf-8")
         except UnicodeDecodeError:
             continue  # binary
-        for number, line in enumerate(text.splitlines(), start=1):
-            if any(marker in line for marker in JINJA_MARKERS):
-                leftovers.append(f"{path.relative_to(project)}:{number}: {line}")
+
+
+def lines_matching(project: Path, found: Callable[[str], bool]) -> list[str]:
+    return [
+        f"{path.relative_to(project)}:{number}: {line}"
+        for path, text in text_files(project)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if found(line)
+    ]
+
+
+def test_no_jinja_left_in_files(baked: tuple[Path, dict[str, Any]]) -> None:
+    project, _ = baked
+    leftovers = lines_matching(
+        project, lambda line: any(marker in line for marker in JINJA_MARKERS)
+    )
     assert leftovers == [], "\n".join(leftovers)
+
+
+# What only a Celery project has: a bake without Celery mentions none of it.
+CELERY_TRACES = re.compile(
+    r"celery|\bredis(_url)?\b|\bworker\.py\b|\bjobs?\b", re.IGNORECASE
+)
+
+
+def test_without_celery_nothing_of_it_remains(
+    baked: tuple[Path, dict[str, Any]],
+) -> None:
+    project, combination = baked
+    if combination.get("use_celery") != "n":
+        return
+    paths = [
+        str(path.relative_to(project))
+        for path in project.rglob("*")
+        if CELERY_TRACES.search(path.name) and ".ruff_cache" not in path.parts
+    ]
+    assert paths == []
+    mentions = lines_matching(project, lambda line: bool(CELERY_TRACES.search(line)))
+    assert mentions == [], "\n".join(mentions)
 
 
 def test_ruff_check_passes(baked: tuple[Path, dict[str, Any]]) -> None:

@@ -105,8 +105,10 @@ def test_default_bake_passes_its_suite_on_postgresql(
     run_suite(project, python, DATABASE_URL=postgres_url)
 
 
-def test_sqlite_python313_bake_passes_its_suite_on_sqlite(
+def test_sqlite_python313_no_celery_bake_passes_its_suite(
     install_project: InstallProject,
 ) -> None:
-    project, python = install_project(database="sqlite", python_version="3.13")
+    project, python = install_project(
+        database="sqlite", python_version="3.13", use_celery="n"
+    )
     run_suite(project, python)

@@ -9,6 +9,9 @@ migrates it, empties the tables after every test and drops it at the end.
 from __future__ import annotations
 
 import os
+{%- if cookiecutter.use_celery == "y" %}
+import uuid
+{%- endif %}
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,10 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+{%- if cookiecutter.use_celery == "y" %}
+from redis import Redis
+from redis.exceptions import RedisError
+{%- endif %}
 from sqlalchemy import create_engine, text
 
 from {{ cookiecutter.package_name }} import create_app
@@ -51,11 +58,14 @@ def postgres_url() -> Iterator[str | None]:
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clean_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[None]:
     """Each test starts from the same environment and cannot leak into the next."""
     saved = dict(os.environ)
     for name in _APP_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path / "instance"))
     yield
     os.environ.clear()
     os.environ.update(saved)
@@ -106,3 +116,39 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+{%- if cookiecutter.use_celery == "y" %}
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[tuple[str, str]]:
+    """(REDIS_URL, key prefix) of this session; its keys are deleted after.
+
+    Without a reachable Redis the Celery tests skip on a laptop, and fail
+    under CI=true, where a missing service is a broken machine.
+    """
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    client = Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except RedisError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis at {url} is required under CI=true: {exc}")
+        pytest.skip(f"Redis at {url} is not reachable: {exc}")
+    prefix = f"test-{uuid.uuid4().hex[:12]}:"
+    yield url, prefix
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def celery_env(
+    redis_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Point apps built in this test at the session's Redis and key prefix."""
+    url, prefix = redis_server
+    env = {"REDIS_URL": url, "CELERY_KEY_PREFIX": prefix}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+{%- endif %}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Flask
 from werkzeug.test import TestResponse
@@ -23,3 +25,20 @@ def problem_of(response: TestResponse) -> dict[str, Any]:
     assert body["status"] == response.status_code
     assert "title" in body
     return body
+
+
+T = TypeVar("T")
+
+
+def wait_for(
+    probe: Callable[[], T | None], timeout: float = 30, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)

@@ -22,6 +22,9 @@ def production_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", GOOD_SECRET)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'prod.db'}")
+{%- if cookiecutter.use_celery == "y" %}
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+{%- endif %}
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,15 @@ from typing import Any
 from flask import Flask
 
 from . import cli, config, http, logs
+{%- if cookiecutter.use_celery == "y" %}
+from .celery_app import init_celery
+{%- endif %}
 from .events import bp as events_bp
 from .extensions import db, migrate
 from .health import bp as health_bp
+{%- if cookiecutter.use_celery == "y" %}
+from .jobs import bp as jobs_bp
+{%- endif %}
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,9 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db)
     http.init_app(app)
     cli.init_app(app)
+{%- if cookiecutter.use_celery == "y" %}
+    init_celery(app)
+{%- endif %}
     register_blueprints(app)
     log.debug("app created with %s config", env_name)
     return app
@@ -77,3 +86,6 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(health_bp)
     app.register_blueprint(events_bp)
+{%- if cookiecutter.use_celery == "y" %}
+    app.register_blueprint(jobs_bp)
+{%- endif %}

@@ -70,7 +70,72 @@ def engine_options(url: str) -> dict[str, Any]:
         }
     return options
 
+{% if cookiecutter.use_celery == "y" %}
+def celery_settings(redis_url: str | None) -> dict[str, Any]:
+    """Celery settings (lowercase names), from the environment.
 
+    Delivery is at-least-once: a task is acknowledged after it finishes and
+    requeued if its worker dies, so tasks must be idempotent. Redis hands an
+    unacknowledged message to another worker after ``visibility_timeout``,
+    which must outlast the hard time limit or long tasks run twice.
+    """
+    hard_limit = env_int("CELERY_TASK_TIME_LIMIT", 600)
+    soft_limit = env_int("CELERY_TASK_SOFT_TIME_LIMIT", hard_limit - 60)
+    visibility_timeout = env_int("CELERY_VISIBILITY_TIMEOUT", hard_limit * 2)
+    if not 0 < soft_limit < hard_limit:
+        raise ConfigError(
+            "CELERY_TASK_SOFT_TIME_LIMIT must be positive and below "
+            f"CELERY_TASK_TIME_LIMIT ({soft_limit} >= {hard_limit})"
+        )
+    if visibility_timeout <= hard_limit:
+        raise ConfigError(
+            "CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT "
+            f"({visibility_timeout} <= {hard_limit})"
+        )
+    # Fail fast when Redis is down: a request enqueueing work answers in
+    # about a second instead of hanging.
+    connect_timeout = float(env_int("CELERY_BROKER_CONNECT_TIMEOUT_MS", 500)) / 1000
+    transport_options: dict[str, Any] = {
+        "visibility_timeout": visibility_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": 10,
+    }
+    backend_options: dict[str, Any] = {}
+    key_prefix = env_str("CELERY_KEY_PREFIX")
+    if key_prefix:
+        transport_options["global_keyprefix"] = key_prefix
+        backend_options["global_keyprefix"] = key_prefix
+    return {
+        "broker_url": env_str("CELERY_BROKER_URL", redis_url),
+        "result_backend": env_str("CELERY_RESULT_BACKEND", redis_url),
+        "broker_transport_options": transport_options,
+        "result_backend_transport_options": backend_options,
+        "redis_socket_connect_timeout": connect_timeout,
+        "redis_socket_timeout": 10,
+        "broker_connection_retry_on_startup": True,
+        "task_publish_retry_policy": {
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        },
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": hard_limit,
+        "task_soft_time_limit": soft_limit,
+        "task_track_started": True,
+        "result_expires": env_int("CELERY_RESULT_EXPIRES", 24 * 3600),
+        "worker_hijack_root_logger": False,
+        "worker_max_tasks_per_child": env_int("CELERY_MAX_TASKS_PER_CHILD", 1000),
+        "task_default_queue": "default",
+    }
+
+{% endif %}
 class BaseConfig:
     """Settings shared by every environment."""
 
@@ -88,6 +153,11 @@ class BaseConfig:
         self.LOG_JSON = False
         self.READINESS_TIMEOUT_SECONDS = env_int("READINESS_TIMEOUT_SECONDS", 2)
         self.BACKGROUND_THREADS = env_int("BACKGROUND_THREADS", 4)
+{%- if cookiecutter.use_celery == "y" %}
+        self.REDIS_URL = env_str("REDIS_URL")
+        self.CELERY = celery_settings(self.REDIS_URL)
+        self.JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 7)
+{%- endif %}
 
     def default_database_url(self) -> str | None:
         return None
@@ -149,6 +219,10 @@ class ProductionConfig(BaseConfig):
             )
         if not config.get("SQLALCHEMY_DATABASE_URI"):
             raise ConfigError("DATABASE_URL is not set; production needs one")
+{%- if cookiecutter.use_celery == "y" %}
+        if not config["CELERY"].get("broker_url"):
+            raise ConfigError("REDIS_URL is not set; production needs a broker")
+{%- endif %}
 
 
 CONFIGS: dict[str, type[BaseConfig]] = {

@@ -8,9 +8,10 @@ from flask import Blueprint, request, url_for
 from flask.typing import ResponseReturnValue
 
 from ..http.problems import APIError
+from ..http.validation import parse
 from . import services
 from .pagination import Cursor
-from .schemas import EventCreate, EventQuery, parse
+from .schemas import EventCreate, EventQuery
 
 bp = Blueprint("events", __name__, url_prefix="/api/events")
 

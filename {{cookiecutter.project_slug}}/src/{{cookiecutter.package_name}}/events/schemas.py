@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from ..http.problems import APIError
 from .models import AMOUNT_PRECISION, AMOUNT_SCALE, KIND_MAX_LENGTH
 
 MAX_PAGE_SIZE = 100
@@ -45,27 +44,3 @@ class EventQuery(BaseModel):
     cursor: str | None = None
     owner_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     kind: Kind | None = None
-
-
-def field_errors(error: ValidationError) -> dict[str, list[str]]:
-    """Pydantic's error list as ``{"field": ["message", ...]}``."""
-    errors: dict[str, list[str]] = {}
-    for item in error.errors(include_url=False):
-        field = ".".join(str(part) for part in item["loc"]) or "body"
-        errors.setdefault(field, []).append(item["msg"])
-    return errors
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse(model: type[M], data: Any, what: str = "body") -> M:
-    """Validate ``data`` or raise a 400 that lists every bad field."""
-    if what == "body" and not isinstance(data, dict):
-        raise APIError(400, "The request body must be a JSON object.")
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        raise APIError(
-            400, f"The request {what} is invalid.", errors=field_errors(error)
-        ) from None

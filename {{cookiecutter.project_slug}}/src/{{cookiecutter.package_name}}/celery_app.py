@@ -1,0 +1,169 @@
+"""Celery bound to the Flask app: every task runs inside an app context.
+
+:func:`init_celery` follows Flask's documented pattern. The Celery app is
+configured from ``app.config["CELERY"]`` and uses :class:`AppTask`, whose
+call pushes an app context, so tasks see ``current_app`` and config, and
+their database session is removed when they end, on success, failure and
+retry alike. Arguments must be plain values (ids, strings, numbers): a
+model instance or a context-local proxy is refused where it is sent. The
+request id of the sender travels in the message headers and is on every
+log record of the task.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import redis.exceptions
+from celery import Celery, Task
+from celery.signals import setup_logging
+from flask import Flask, current_app
+from kombu import Queue
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import OperationalError as DatabaseOperationalError
+
+from . import logs
+from .background import ensure_plain_call
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "request_id"
+QUEUES = ("default", "exports")
+
+# Errors worth another try: the database or the broker was briefly away.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    DatabaseOperationalError,
+    BrokerError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+# What sending a message raises when the broker cannot be reached.
+ENQUEUE_ERRORS: tuple[type[Exception], ...] = (
+    BrokerError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
+
+
+def sender_request_id() -> str:
+    """The current request's id, or a new one for work started elsewhere."""
+    request_id = logs.request_id_var.get()
+    return request_id if request_id != "-" else uuid.uuid4().hex
+
+
+class AppTask(Task):  # type: ignore[misc]
+    """Runs inside an app context; refuses non-plain arguments; carries
+    the request id; retries transient errors with backoff and jitter."""
+
+    autoretry_for = TRANSIENT_ERRORS
+    retry_backoff = True
+    retry_backoff_max = 300
+    retry_jitter = True
+    max_retries = 5
+
+    def apply_async(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        **options: Any,
+    ) -> Any:
+        ensure_plain_call(tuple(args or ()), dict(kwargs or {}))
+        headers = dict(options.pop("headers", None) or {})
+        headers.setdefault(REQUEST_ID_HEADER, sender_request_id())
+        return super().apply_async(args, kwargs, headers=headers, **options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request_id = self.request.get(REQUEST_ID_HEADER) or sender_request_id()
+        token = logs.request_id_var.set(request_id)
+        try:
+            with self.app.flask_app.app_context():
+                return self.run(*args, **kwargs)
+        finally:
+            logs.request_id_var.reset(token)
+
+
+def local_broker_settings(instance_path: str) -> dict[str, Any]:
+    """A broker and result store in files under ``instance/celery``.
+
+    Lets ``make run`` use a real worker with no Redis server. It is for one
+    machine and development only: workers poll the folder, and a message a
+    dead worker held is not handed to another.
+    """
+    root = Path(instance_path) / "celery"
+    for folder in ("queue", "processed", "results"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    return {
+        "broker_url": "filesystem://",
+        "broker_transport_options": {
+            "data_folder_in": str(root / "queue"),
+            "data_folder_out": str(root / "queue"),
+            "processed_folder": str(root / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.5,
+        },
+        "result_backend": f"file://{root / 'results'}",
+    }
+
+
+def beat_schedule() -> dict[str, Any]:
+    return {
+        "purge-expired-jobs": {
+            "task": "jobs.purge_expired",
+            "schedule": timedelta(hours=1),
+        },
+    }
+
+
+def init_celery(app: Flask) -> Celery:
+    settings = dict(app.config["CELERY"])
+    if settings.get("broker_url"):
+        log.info("Celery broker: Redis (%s)", redact(settings["broker_url"]))
+    else:
+        settings.update(local_broker_settings(app.instance_path))
+        log.info(
+            "Celery broker: local files in %s/celery (no REDIS_URL; development "
+            "only, one machine)",
+            app.instance_path,
+        )
+    celery = Celery(app.name, task_cls=AppTask)
+    celery.config_from_object(settings)
+    celery.conf.task_queues = [Queue(name) for name in QUEUES]
+    celery.conf.task_routes = {"exports.*": {"queue": "exports"}}
+    celery.conf.beat_schedule = beat_schedule()
+    celery.conf.beat_schedule_filename = str(
+        Path(app.instance_path) / "celerybeat-schedule"
+    )
+    celery.flask_app = app  # type: ignore[attr-defined]
+    celery.set_default()
+    app.extensions["celery"] = celery
+    return celery
+
+
+def redact(url: str) -> str:
+    """A broker URL without its password, fit for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}" if user else f"{scheme}{sep}***@{host}"
+
+
+def enqueue(task: Task, /, *args: Any, task_id: str | None = None) -> Any:
+    """Send ``task`` through the Celery app of the current Flask app."""
+    celery: Celery = current_app.extensions["celery"]
+    return celery.tasks[task.name].apply_async(args, task_id=task_id)
+
+
+@setup_logging.connect(weak=False)
+def _use_app_logging(**_kwargs: Any) -> None:
+    """Keep Celery's worker from replacing the app's logging setup.
+
+    Connecting to this signal is how Celery is told not to configure logging
+    itself; ``create_app`` has already set it up from the app's config.
+    """

@@ -1,0 +1,99 @@
+"""Job bookkeeping on plain values: create and send, start, finish, purge."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from celery import Task
+from sqlalchemy import delete, select
+
+from ..celery_app import ENQUEUE_ERRORS, enqueue
+from ..extensions import db
+from ..sqltypes import utcnow
+from .models import FINISHED, Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailableError(RuntimeError):
+    """The job was recorded as failed: its task could not be sent."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"job {job.id} could not be enqueued")
+        self.job = job
+
+
+def submit_job(kind: str, params: dict[str, Any], task: Task) -> Job:
+    """Record a job, then send ``task(job_id)``.
+
+    The row is committed first, so the worker always finds it. If sending
+    fails the row is marked failed before the error is raised: nothing is
+    left pending that no worker will ever pick up.
+    """
+    job = Job(kind=kind, params=params, status=JobStatus.PENDING, attempts=0)
+    db.session.add(job)
+    db.session.commit()
+    try:
+        enqueue(task, str(job.id), task_id=str(job.id))
+    except ENQUEUE_ERRORS as exc:
+        log.warning("could not enqueue job %s: %s", job.id, exc)
+        finish(job, JobStatus.FAILED, error="could not enqueue: broker unreachable")
+        raise BrokerUnavailableError(job) from exc
+    return job
+
+
+def start(job_id: str) -> Job | None:
+    """Mark the job running and count the attempt; None if already finished.
+
+    A redelivered message (its worker died) finds a finished job and stops,
+    so a job's effect is applied once however often its task is delivered.
+    """
+    job = db.session.scalar(
+        select(Job).where(Job.id == uuid.UUID(job_id)).with_for_update()
+    )
+    if job is None:
+        raise LookupError(f"no job {job_id}")
+    if job.status in FINISHED:
+        db.session.rollback()
+        return None
+    job.status = JobStatus.RUNNING
+    job.attempts += 1
+    job.started_at = job.started_at or utcnow()
+    db.session.commit()
+    return job
+
+
+def finish(
+    job: Job,
+    status: JobStatus,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
+    """Record the outcome. Commits, together with any pending change."""
+    job.status = status
+    job.result = result
+    job.error = error
+    job.finished_at = utcnow()
+    db.session.commit()
+
+
+def fail(job_id: str, error: str) -> None:
+    job = db.session.get(Job, uuid.UUID(job_id))
+    if job is not None and job.status not in FINISHED:
+        finish(job, JobStatus.FAILED, error=error)
+
+
+def get_job(job_id: uuid.UUID) -> Job | None:
+    return db.session.get(Job, job_id)
+
+
+def purge_finished_before(age: timedelta) -> int:
+    """Delete jobs finished longer than ``age`` ago; return how many."""
+    cutoff = utcnow() - age
+    result = db.session.execute(delete(Job).where(Job.finished_at < cutoff))
+    db.session.commit()
+    return result.rowcount

@@ -1,0 +1,286 @@
+"""Celery tasks on a real Redis broker, run by a real (in-process) worker.
+
+No eager mode: messages go through Redis and back, so serialization, acks,
+retries and the app context are the ones production gets.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from flask import Flask, current_app, request
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
+
+from {{ cookiecutter.package_name }} import create_app
+from {{ cookiecutter.package_name }}.background import NotPlainValueError
+from {{ cookiecutter.package_name }}.celery_app import AppTask, enqueue
+from {{ cookiecutter.package_name }}.config import ConfigError
+from {{ cookiecutter.package_name }}.extensions import db
+from {{ cookiecutter.package_name }}.jobs import tasks
+from {{ cookiecutter.package_name }}.jobs.models import Job, JobStatus
+from {{ cookiecutter.package_name }}.sqltypes import utcnow
+
+from support import checked_out, problem_of, wait_for
+
+GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
+probe_sessions: list[Any] = []
+flaky_calls: list[int] = []
+
+
+def register_test_tasks(celery: Celery) -> None:
+    """Tasks that exist only in this test's worker."""
+
+    @celery.task(name="test.session_probe", shared=False)
+    def session_probe(fail: bool) -> str:
+        db.session.execute(text("SELECT 1"))
+        probe_sessions.append(db.session())
+        if fail:
+            raise ValueError("probe failed on purpose")
+        return current_app.config["APP_ENV"]
+
+    @celery.task(name="test.flaky", shared=False)
+    def flaky(failures: int) -> str:
+        flaky_calls.append(1)
+        if len(flaky_calls) <= failures:
+            raise OperationalError("SELECT 1", {}, Exception("connection reset"))
+        return "ok"
+
+
+@pytest.fixture
+def worker_app(
+    make_app: Callable[..., Flask], celery_env: dict[str, str]
+) -> Iterator[Flask]:
+    """An app whose Celery is served by a worker thread in this process."""
+    app = make_app()
+    celery = app.extensions["celery"]
+    register_test_tasks(celery)
+    probe_sessions.clear()
+    flaky_calls.clear()
+    with start_worker(celery, pool="solo", perform_ping_check=False, loglevel="INFO"):
+        yield app
+
+
+def job_status(client: Any, status_url: str) -> dict[str, Any] | None:
+    body = client.get(status_url).get_json()
+    return body if body["status"] in ("succeeded", "failed") else None
+
+
+def add_events(app: Flask, owner_id: int, amounts: list[str]) -> None:
+    client = app.test_client()
+    for amount in amounts:
+        created = client.post(
+            "/api/events", json={"owner_id": owner_id, "kind": "sale", "amount": amount}
+        )
+        assert created.status_code == 201
+
+
+def test_enqueued_job_runs_and_reports_success(worker_app: Flask) -> None:
+    add_events(worker_app, 5, ["10.10", "20.20", "0.01"])
+    client = worker_app.test_client()
+    response = client.post("/api/jobs/owner-summaries", json={"owner_id": 5})
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] == "pending"
+    assert response.headers["Location"] == body["status_url"]
+
+    done = wait_for(lambda: job_status(client, body["status_url"]), what="the job")
+    assert done["status"] == "succeeded"
+    assert done["attempts"] == 1
+    assert done["result"]["events"] == 3
+    assert done["result"]["total"] == "30.31"
+    summary = client.get(f"/api/events/{done['result']['summary_event_id']}")
+    assert summary.get_json()["amount"] == "30.31"
+    assert checked_out(worker_app) == 0
+
+
+def test_a_failing_job_is_reported_failed(worker_app: Flask) -> None:
+    with worker_app.app_context():
+        job = Job(kind="owner_summary", params={}, status=JobStatus.PENDING)
+        db.session.add(job)
+        db.session.commit()
+        job_id = str(job.id)
+        enqueue(tasks.summarize_owner, job_id, task_id=job_id)
+    client = worker_app.test_client()
+    done = wait_for(lambda: job_status(client, f"/api/jobs/{job_id}"), what="failure")
+    assert done["status"] == "failed"
+    assert "KeyError" in done["error"]
+    assert checked_out(worker_app) == 0
+
+
+def test_periodic_purge_reads_config_and_deletes_expired_jobs(
+    worker_app: Flask,
+) -> None:
+    retention = worker_app.config["JOB_RETENTION_DAYS"]
+    with worker_app.app_context():
+        now = utcnow()
+        old = Job(
+            kind="k",
+            params={},
+            status="succeeded",
+            finished_at=now - timedelta(days=retention + 1),
+        )
+        recent = Job(kind="k", params={}, status="succeeded", finished_at=now)
+        running = Job(kind="k", params={}, status="running")
+        db.session.add_all([old, recent, running])
+        db.session.commit()
+        kept = {recent.id, running.id}
+        deleted = enqueue(tasks.purge_expired).get(timeout=30)
+        remaining = set(db.session.scalars(select(Job.id)))
+        db.session.remove()
+    assert deleted == 1
+    assert remaining == kept
+    assert "jobs.purge_expired" in {
+        entry["task"]
+        for entry in worker_app.extensions["celery"].conf.beat_schedule.values()
+    }
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["success", "failure"])
+def test_task_session_is_removed_after_it_ends(worker_app: Flask, fail: bool) -> None:
+    celery = worker_app.extensions["celery"]
+    with worker_app.app_context():
+        result = celery.tasks["test.session_probe"].delay(fail)
+        if fail:
+            with pytest.raises(ValueError, match="on purpose"):
+                result.get(timeout=30)
+        else:
+            assert result.get(timeout=30) == "testing"
+    assert len(probe_sessions) == 1
+    assert not probe_sessions[0].in_transaction()
+    assert checked_out(worker_app) == 0
+
+
+def test_transient_errors_are_retried_until_success(worker_app: Flask) -> None:
+    celery = worker_app.extensions["celery"]
+    flaky = celery.tasks["test.flaky"]
+    assert OperationalError in flaky.autoretry_for
+    assert flaky.retry_jitter is True
+    with worker_app.app_context():
+        assert flaky.delay(2).get(timeout=30) == "ok"
+    assert len(flaky_calls) == 3
+    assert checked_out(worker_app) == 0
+
+
+def test_the_request_id_follows_the_task_into_its_logs(
+    worker_app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    client = worker_app.test_client()
+    response = client.post(
+        "/api/jobs/owner-summaries",
+        json={"owner_id": 11},
+        headers={"X-Request-ID": "req-to-task-1"},
+    )
+    wait_for(lambda: job_status(client, response.get_json()["status_url"]))
+    task_records = [r for r in caplog.records if r.name.endswith("jobs.tasks")]
+    assert task_records
+    assert {r.request_id for r in task_records} == {"req-to-task-1"}
+
+
+def test_tasks_sent_outside_a_request_get_their_own_id(
+    worker_app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with worker_app.app_context():
+        enqueue(tasks.purge_expired).get(timeout=30)
+        enqueue(tasks.purge_expired).get(timeout=30)
+    ids = [r.request_id for r in caplog.records if r.name.endswith("jobs.tasks")]
+    assert len(ids) == 2
+    assert all(GENERATED_ID.match(i) for i in ids)
+    assert ids[0] != ids[1]
+
+
+def test_model_instances_and_proxies_are_refused_at_the_call_site(
+    make_app: Callable[..., Flask], celery_env: dict[str, str]
+) -> None:
+    app = make_app()
+    celery = app.extensions["celery"]
+    task = celery.tasks[tasks.summarize_owner.name]
+    job = Job(kind="k", params={})
+    with pytest.raises(NotPlainValueError, match=r"Job model instance.*pass its id"):
+        task.delay(job)
+    with app.test_request_context("/"):
+        with pytest.raises(NotPlainValueError, match="context-local proxy"):
+            task.apply_async(args=[request])
+        with pytest.raises(NotPlainValueError, match=r"argument 'ids'\[0\]"):
+            task.apply_async(kwargs={"ids": [job]})
+
+
+def test_broker_down_gives_503_quickly_and_marks_the_job_failed(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    app = make_app()
+    client = app.test_client()
+    started = time.monotonic()
+    response = client.post("/api/jobs/owner-summaries", json={"owner_id": 1})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert elapsed < 2, f"enqueueing took {elapsed:.2f}s with the broker down"
+    problem = problem_of(response)
+    assert response.headers["Retry-After"]
+    job = client.get(f"/api/jobs/{problem['job_id']}").get_json()
+    assert job["status"] == "failed"
+    assert "broker unreachable" in job["error"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Job)) == 1
+        db.session.remove()
+
+
+def test_delivery_settings_are_hardened(
+    make_app: Callable[..., Flask], celery_env: dict[str, str]
+) -> None:
+    app = make_app()
+    conf = app.extensions["celery"].conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_serializer == "json"
+    assert conf.accept_content == ["json"]
+    assert conf.task_soft_time_limit < conf.task_time_limit
+    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+    assert conf.worker_hijack_root_logger is False
+    assert {queue.name for queue in conf.task_queues} == {"default", "exports"}
+    assert isinstance(app.extensions["celery"].tasks["jobs.purge_expired"], AppTask)
+
+
+def test_visibility_timeout_must_outlast_the_hard_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CELERY_TASK_TIME_LIMIT", "600")
+    monkeypatch.setenv("CELERY_VISIBILITY_TIMEOUT", "600")
+    with pytest.raises(ConfigError, match="CELERY_VISIBILITY_TIMEOUT must exceed"):
+        create_app({"APP_ENV": "testing"})
+
+
+def test_production_refuses_to_start_without_a_broker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'p.db'}")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with pytest.raises(ConfigError, match="REDIS_URL is not set"):
+        create_app()
+
+
+def test_unknown_job_is_a_json_404(client: Any) -> None:
+    response = client.get(f"/api/jobs/{uuid.uuid4()}")
+    assert response.status_code == 404
+    problem_of(response)
+
+
+def test_invalid_job_request_is_a_400(client: Any) -> None:
+    response = client.post("/api/jobs/owner-summaries", json={"owner_id": "x"})
+    assert response.status_code == 400
+    assert "owner_id" in problem_of(response)["errors"]
