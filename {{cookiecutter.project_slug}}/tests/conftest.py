@@ -26,6 +26,9 @@ from redis.exceptions import RedisError
 from sqlalchemy import create_engine, text
 
 from {{ cookiecutter.package_name }} import create_app
+{%- if cookiecutter.use_celery == "y" %}
+from {{ cookiecutter.package_name }}.celery_app import close_celery
+{%- endif %}
 from {{ cookiecutter.package_name }}.config import normalize_database_url
 from {{ cookiecutter.package_name }}.extensions import db
 
@@ -106,6 +109,9 @@ def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
     for app in apps:
         with app.app_context():
             db.engine.dispose()
+{%- if cookiecutter.use_celery == "y" %}
+        close_celery(app.extensions["celery"])
+{%- endif %}
 
 
 @pytest.fixture

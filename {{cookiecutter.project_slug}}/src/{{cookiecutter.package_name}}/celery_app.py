@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import kombu.pools
 import redis.exceptions
 from celery import Celery, Task
 from celery.signals import setup_logging
@@ -152,6 +153,25 @@ def redact(url: str) -> str:
     credentials, _, host = rest.rpartition("@")
     user = credentials.split(":", 1)[0]
     return f"{scheme}{sep}{user}:***@{host}" if user else f"{scheme}{sep}***@{host}"
+
+
+def close_celery(celery: Celery) -> None:
+    """Close the broker and result-store connections of this process.
+
+    A process with one app never needs this; code that builds apps
+    repeatedly (tests, scripts) calls it so sockets do not pile up. kombu
+    shares broker connection pools across apps of a process, so those are
+    reset as a whole.
+    """
+    kombu.pools.reset()
+    backend = celery.backend
+    consumer = getattr(backend, "result_consumer", None)
+    if consumer is not None:
+        consumer.stop()
+    client = getattr(backend, "client", None)
+    if client is not None:
+        client.connection_pool.disconnect()
+    celery.close()
 
 
 def enqueue(task: Task, /, *args: Any, task_id: str | None = None) -> Any:

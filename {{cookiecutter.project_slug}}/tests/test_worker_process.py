@@ -1,0 +1,178 @@
+"""Real ``celery worker`` processes, as production runs them.
+
+A pool process killed with SIGKILL mid-task loses nothing: the message was
+not acknowledged, the worker requeues it, a new pool process runs it, and
+the job's effect lands exactly once. Without REDIS_URL the same worker runs
+on local files, as ``make run`` uses it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from {{ cookiecutter.package_name }}.events.models import Event
+from {{ cookiecutter.package_name }}.extensions import db
+from {{ cookiecutter.package_name }}.jobs.tasks import SUMMARY_KIND
+
+from support import wait_for
+
+TESTS_DIR = Path(__file__).parent
+PROJECT_DIR = TESTS_DIR.parent
+
+
+class WorkerProcess:
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.process = process
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def worker_process(env: dict[str, str], log_path: Path) -> Iterator[WorkerProcess]:
+    """``celery -A <package>.worker worker`` with one prefork pool process."""
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "{{ cookiecutter.package_name }}.worker",
+        "worker",
+        "--pool=prefork",
+        "--concurrency=1",
+        "--loglevel=INFO",
+        "--include=worker_gate",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
+    ]
+    full_env = {
+        **os.environ,
+        "APP_ENV": "testing",
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])
+        ),
+        **env,
+    }
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(  # noqa: S603 - fixed argv
+            command,
+            cwd=PROJECT_DIR,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    worker = WorkerProcess(process, log_path)
+    try:
+        wait_for(
+            lambda: " ready." in worker.log() or process.poll() is not None,
+            timeout=60,
+            what="the worker to start",
+        )
+        assert process.poll() is None, worker.log()
+        yield worker
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+
+
+def finished_job(app: Flask, status_url: str) -> dict[str, Any] | None:
+    body = app.test_client().get(status_url).get_json()
+    return body if body["status"] in ("succeeded", "failed") else None
+
+
+def summaries_of(app: Flask, owner_id: int) -> int:
+    with app.app_context():
+        count = db.session.scalar(
+            select(func.count())
+            .select_from(Event)
+            .where(Event.owner_id == owner_id, Event.kind == SUMMARY_KIND)
+        )
+        db.session.remove()
+        return count
+
+
+def start_summary(app: Flask, owner_id: int) -> str:
+    client = app.test_client()
+    for amount in ("5.00", "7.25"):
+        client.post(
+            "/api/events", json={"owner_id": owner_id, "kind": "sale", "amount": amount}
+        )
+    response = client.post("/api/jobs/owner-summaries", json={"owner_id": owner_id})
+    assert response.status_code == 202, response.data
+    return response.get_json()["status_url"]
+
+
+@pytest.mark.parametrize("phase", ["prerun", "postrun"])
+def test_sigkilled_task_is_redelivered_and_applied_once(
+    make_app: Callable[..., Flask],
+    celery_env: dict[str, str],
+    database_url: str,
+    tmp_path: Path,
+    phase: str,
+) -> None:
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    app = make_app()
+    env = {
+        **celery_env,
+        "DATABASE_URL": database_url,
+        "WORKER_GATE_DIR": str(gate),
+        "WORKER_GATE_PHASE": phase,
+    }
+    with worker_process(env, tmp_path / "worker.log") as worker:
+        status_url = start_summary(app, owner_id=21)
+        reached = wait_for(lambda: list(gate.glob("reached-*")), what="the gate")
+        child_pid = int(reached[0].name.removeprefix("reached-"))
+        assert child_pid != worker.process.pid  # the pool process, not the parent
+        os.kill(child_pid, signal.SIGKILL)
+
+        job = wait_for(lambda: finished_job(app, status_url), timeout=60, what="job")
+        if phase == "postrun":
+            # The effect was committed before the kill; the redelivered
+            # message must find the job done and change nothing.
+            wait_for(lambda: "finished already" in worker.log(), what="redelivery")
+        log = worker.log()
+
+    assert "WorkerLostError" in log, log
+    assert log.count("Task jobs.summarize_owner[") >= 2, "not delivered twice"
+    assert log.count("] received") == 2, log
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 1
+    assert job["result"]["total"] == "12.25"
+    assert summaries_of(app, owner_id=21) == 1
+
+
+def test_without_redis_a_worker_runs_tasks_from_local_files(
+    make_app: Callable[..., Flask], database_url: str, tmp_path: Path
+) -> None:
+    app = make_app()
+    assert app.extensions["celery"].conf.broker_url == "filesystem://"
+    env = {"DATABASE_URL": database_url, "REDIS_URL": "", "CELERY_KEY_PREFIX": ""}
+    with worker_process(env, tmp_path / "worker.log") as worker:
+        status_url = start_summary(app, owner_id=33)
+        job = wait_for(lambda: finished_job(app, status_url), timeout=60, what="job")
+        log = worker.log()
+    assert "Celery broker: local files" in log
+    assert job["status"] == "succeeded", log
+    assert summaries_of(app, owner_id=33) == 1
