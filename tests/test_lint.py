@@ -1,4 +1,4 @@
-"""The template's own Python (hooks/, tests/) follows ruff.toml.
+"""The template's own Python (hooks/, tests/, bench/) follows ruff.toml.
 
 The template directory is excluded there: it is Jinja until baked, and every
 bake is linted with its own config by test_bake.py.
@@ -21,7 +21,16 @@ from template_support import REPO_ROOT
 )
 def test_template_python_is_clean(command: list[str]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", *command, "--no-cache", "hooks", "tests"],
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            *command,
+            "--no-cache",
+            "hooks",
+            "tests",
+            "bench",
+        ],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
