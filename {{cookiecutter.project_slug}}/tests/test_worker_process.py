@@ -9,6 +9,7 @@ on local files, as ``make run`` uses it.
 from __future__ import annotations
 
 import os
+import shelve
 import signal
 import subprocess
 import sys
@@ -42,23 +43,17 @@ class WorkerProcess:
 
 
 @contextmanager
-def worker_process(env: dict[str, str], log_path: Path) -> Iterator[WorkerProcess]:
-    """``celery -A <package>.worker worker`` with one prefork pool process."""
+def celery_process(
+    arguments: list[str], env: dict[str, str], log_path: Path, ready: str
+) -> Iterator[WorkerProcess]:
+    """``celery -A <package>.worker <arguments>``, stopped on exit."""
     command = [
         sys.executable,
         "-m",
         "celery",
         "-A",
         "{{ cookiecutter.package_name }}.worker",
-        "worker",
-        "--pool=prefork",
-        "--concurrency=1",
-        "--loglevel=INFO",
-        "--include=worker_gate",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
+        *arguments,
     ]
     full_env = {
         **os.environ,
@@ -77,15 +72,15 @@ def worker_process(env: dict[str, str], log_path: Path) -> Iterator[WorkerProces
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    worker = WorkerProcess(process, log_path)
+    started = WorkerProcess(process, log_path)
     try:
         wait_for(
-            lambda: " ready." in worker.log() or process.poll() is not None,
+            lambda: ready in started.log() or process.poll() is not None,
             timeout=60,
-            what="the worker to start",
+            what=f"celery {arguments[0]} to start",
         )
-        assert process.poll() is None, worker.log()
-        yield worker
+        assert process.poll() is None, started.log()
+        yield started
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -94,6 +89,22 @@ def worker_process(env: dict[str, str], log_path: Path) -> Iterator[WorkerProces
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=5)
+
+
+def worker_process(env: dict[str, str], log_path: Path) -> Any:
+    """A worker with one prefork pool process, as production runs it."""
+    arguments = [
+        "worker",
+        "--pool=prefork",
+        "--concurrency=1",
+        "--loglevel=INFO",
+        "--include=worker_gate",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
+    ]
+    return celery_process(arguments, env, log_path, ready=" ready.")
 
 
 def finished_job(app: Flask, status_url: str) -> dict[str, Any] | None:
@@ -176,3 +187,16 @@ def test_without_redis_a_worker_runs_tasks_from_local_files(
     assert "Celery broker: local files" in log
     assert job["status"] == "succeeded", log
     assert summaries_of(app, owner_id=33) == 1
+
+
+def test_beat_starts_with_the_purge_schedule(
+    celery_env: dict[str, str], tmp_path: Path
+) -> None:
+    schedule = tmp_path / "beat-schedule"
+    arguments = ["beat", f"--schedule={schedule}"]
+    with celery_process(arguments, celery_env, tmp_path / "beat.log", "beat: Starting"):
+        pass
+    # Beat stores its schedule on shutdown.
+    with shelve.open(str(schedule), flag="r") as stored:  # noqa: S301 - our file
+        assert "purge-expired-jobs" in stored["entries"]
+        assert stored["entries"]["purge-expired-jobs"].task == "jobs.purge_expired"
