@@ -79,6 +79,9 @@ def main() -> int:
             "INSTANCE_PATH": str(workdir / "instance"),
             "PYTHONPATH": str(BENCH),
             "LOG_LEVEL": "WARNING",
+            # Measure per-task cost, not pool-process replacement: a recycle
+            # stalls the pool for seconds and lands in random rounds.
+            "CELERY_MAX_TASKS_PER_CHILD": "0",
         }
         runner = [str(python), str(BENCH / "celery_runner.py"), package]
         runner += [str(args.tasks), str(args.rounds), str(workdir)]

@@ -131,7 +131,9 @@ def celery_settings(redis_url: str | None) -> dict[str, Any]:
         "task_track_started": True,
         "result_expires": env_int("CELERY_RESULT_EXPIRES", 24 * 3600),
         "worker_hijack_root_logger": False,
-        "worker_max_tasks_per_child": env_int("CELERY_MAX_TASKS_PER_CHILD", 1000),
+        # Recycle pool processes to bound slow leaks; 0 turns it off.
+        "worker_max_tasks_per_child": env_int("CELERY_MAX_TASKS_PER_CHILD", 1000)
+        or None,
         "task_default_queue": "default",
     }
 
