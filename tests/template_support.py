@@ -153,3 +153,22 @@ def require_python(version: str) -> str:
             pytest.fail(f"{message}; CI=true requires every python_version")
         pytest.skip(message)
     return executable
+
+
+def run(
+    command: list[str],
+    cwd: Path | None,
+    env: dict[str, str] | None = None,
+    timeout: int = 600,
+) -> subprocess.CompletedProcess[str]:
+    """Run a tool, output and errors together, for an assertion message."""
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from allpairspy import AllPairs
 
-from template_support import bake_into, choice_options, require_python
+from template_support import bake_into, choice_options, require_python, run
 
 OPTIONS = choice_options()
 JINJA_MARKERS = ("{{ cookiecutter", "{%", "%}", "{#")
@@ -69,18 +68,6 @@ def baked(
     combination = request.param
     output_dir = tmp_path_factory.mktemp("matrix")
     return bake_into(output_dir, cookiecutter_config, **combination), combination
-
-
-def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        check=False,
-        timeout=300,
-    )
 
 
 def test_bake_succeeds(baked: tuple[Path, dict[str, Any]]) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from template_support import bake_into, defaults, require_python
+from template_support import bake_into, defaults, require_python, run
 
 pytestmark = pytest.mark.slow
 
@@ -18,21 +17,6 @@ pytestmark = pytest.mark.slow
 SCRUBBED_ENV = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "VIRTUAL_ENV", "PYTHONPATH")
 
 InstallProject = Callable[..., tuple[Path, Path]]
-
-
-def run(
-    command: list[str], cwd: Path | None, env: dict[str, str], timeout: int = 600
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command,
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        check=False,
-        timeout=timeout,
-    )
 
 
 def clean_env(**extra: str) -> dict[str, str]:

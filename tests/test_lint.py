@@ -6,12 +6,11 @@ bake is linted with its own config by test_bake.py.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 
-from template_support import REPO_ROOT
+from template_support import REPO_ROOT, run
 
 
 @pytest.mark.parametrize(
@@ -20,22 +19,7 @@ from template_support import REPO_ROOT
     ids=["ruff-check", "ruff-format"],
 )
 def test_template_python_is_clean(command: list[str]) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ruff",
-            *command,
-            "--no-cache",
-            "hooks",
-            "tests",
-            "bench",
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    paths = ["hooks", "tests", "bench"]
+    ruff = [sys.executable, "-m", "ruff", *command, "--no-cache", *paths]
+    result = run(ruff, cwd=REPO_ROOT, timeout=120)
     assert result.returncode == 0, result.stdout

@@ -7,9 +7,10 @@ import uuid
 from flask import Blueprint, request, url_for
 from flask.typing import ResponseReturnValue
 
-from ..http.problems import APIError
+from ..extensions import db
 from ..http.validation import parse
 from . import services
+from .models import Event
 from .pagination import Cursor
 from .schemas import EventCreate, EventQuery
 
@@ -26,9 +27,7 @@ def create() -> ResponseReturnValue:
 
 @bp.get("/<uuid:event_id>")
 def get(event_id: uuid.UUID) -> ResponseReturnValue:
-    event = services.get_event(event_id)
-    if event is None:
-        raise APIError(404, f"No event with id {event_id}.")
+    event = db.get_or_404(Event, event_id, description=f"No event with id {event_id}.")
     return event.to_dict()
 
 

@@ -6,7 +6,6 @@ same from a view, a CLI command, a task or a test.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,10 +37,6 @@ def create_event(data: EventCreate) -> Event:
     db.session.add(event)
     db.session.commit()
     return event
-
-
-def get_event(event_id: uuid.UUID) -> Event | None:
-    return db.session.get(Event, event_id)
 
 
 def list_events(

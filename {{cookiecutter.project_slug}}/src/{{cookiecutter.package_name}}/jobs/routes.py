@@ -9,9 +9,11 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict
 
 from ..events.schemas import OwnerId
-from ..http.problems import APIError, problem
+from ..extensions import db
+from ..http.problems import problem
 from ..http.validation import parse
 from . import services, tasks
+from .models import Job
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 
@@ -47,7 +49,5 @@ def create_owner_summary() -> ResponseReturnValue:
 
 @bp.get("/<uuid:job_id>")
 def get(job_id: uuid.UUID) -> ResponseReturnValue:
-    job = services.get_job(job_id)
-    if job is None:
-        raise APIError(404, f"No job with id {job_id}.")
+    job = db.get_or_404(Job, job_id, description=f"No job with id {job_id}.")
     return job.to_dict()

@@ -87,10 +87,6 @@ def fail(job_id: str, error: str) -> None:
         finish(job, JobStatus.FAILED, error=error)
 
 
-def get_job(job_id: uuid.UUID) -> Job | None:
-    return db.session.get(Job, job_id)
-
-
 def purge_finished_before(age: timedelta) -> int:
     """Delete jobs finished longer than ``age`` ago; return how many."""
     cutoff = utcnow() - age
