@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from support import checked_out, problem_of, wait_for
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
 probe_sessions: list[Any] = []
 flaky_calls: list[int] = []
+result_store_closed = threading.Event()
 
 
 def register_test_tasks(celery: Celery) -> None:
@@ -47,6 +49,13 @@ def register_test_tasks(celery: Celery) -> None:
         if fail:
             raise ValueError("probe failed on purpose")
         return current_app.config["APP_ENV"]
+
+    @celery.task(name="test.close_result_store", shared=False, ignore_result=True)
+    def close_result_store() -> None:
+        """Celery keeps one result-store client per thread: close the worker
+        thread's own before the worker stops, so no socket outlives it."""
+        celery.backend.client.connection_pool.disconnect()
+        result_store_closed.set()
 
     @celery.task(name="test.flaky", shared=False)
     def flaky(failures: int) -> str:
@@ -66,8 +75,11 @@ def worker_app(
     register_test_tasks(celery)
     probe_sessions.clear()
     flaky_calls.clear()
+    result_store_closed.clear()
     with start_worker(celery, pool="solo", perform_ping_check=False, loglevel="INFO"):
         yield app
+        celery.tasks["test.close_result_store"].delay()
+        assert result_store_closed.wait(timeout=30)
 
 
 def job_status(client: Any, status_url: str) -> dict[str, Any] | None:
