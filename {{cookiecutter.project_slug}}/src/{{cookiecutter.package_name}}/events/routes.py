@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
-from flask import Blueprint, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 
 from ..extensions import db
 from ..http.validation import parse
-from . import services
+from ..sqltypes import utcnow
+from . import export, services
 from .models import Event
 from .pagination import Cursor
-from .schemas import EventCreate, EventQuery
+from .schemas import EventCreate, EventQuery, ExportFilters
 
 bp = Blueprint("events", __name__, url_prefix="/api/events")
 
@@ -44,3 +53,32 @@ def index() -> ResponseReturnValue:
         "items": [event.to_dict() for event in page.items],
         "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
     }
+
+
+def streaming_download(
+    chunks: Iterator[bytes], extension: str, mimetype: str
+) -> Response:
+    """A download streamed as it is produced, through nginx unbuffered."""
+    filename = f"events-{utcnow():%Y%m%dT%H%M%SZ}.{extension}"
+    # The generator keeps the request context until it ends or is closed.
+    response = current_app.response_class(
+        stream_with_context(chunks), mimetype=mimetype
+    )
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["X-Accel-Buffering"] = "no"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/export.csv")
+def export_csv() -> ResponseReturnValue:
+    filters = parse(ExportFilters, request.args.to_dict(), what="query")
+    return streaming_download(export.csv_chunks(filters), "csv", "text/csv")
+
+
+@bp.get("/export.ndjson")
+def export_ndjson() -> ResponseReturnValue:
+    filters = parse(ExportFilters, request.args.to_dict(), what="query")
+    return streaming_download(
+        export.ndjson_chunks(filters), "ndjson", "application/x-ndjson"
+    )

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from .models import AMOUNT_PRECISION, AMOUNT_SCALE, KIND_MAX_LENGTH
 
@@ -44,3 +52,22 @@ class EventQuery(BaseModel):
     cursor: str | None = None
     owner_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     kind: Kind | None = None
+
+
+class ExportFilters(BaseModel):
+    """Query string of the export endpoints; values arrive as strings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    kind: Kind | None = None
+    owner_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+
+    @field_validator("until")
+    @classmethod
+    def _after_since(cls, until: datetime | None, info: ValidationInfo) -> Any:
+        since = info.data.get("since")
+        if until is not None and since is not None and until <= since:
+            raise ValueError("must be later than since")
+        return until
