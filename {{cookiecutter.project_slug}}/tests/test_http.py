@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from flask import Flask, abort
+from flask import Flask, abort, request
 from flask.testing import FlaskClient
 
 from {{ cookiecutter.package_name }}.http.security import HEADERS
@@ -30,8 +31,6 @@ def app(make_app) -> Flask:
 
     @app.post("/echo")
     def echo() -> dict:
-        from flask import request
-
         return {"got": request.get_json()}
 
     @app.get("/types")
@@ -120,3 +119,35 @@ def test_success_responses_carry_security_headers(client: FlaskClient) -> None:
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize(
+    ("hops", "remote_addr", "scheme", "host"),
+    [
+        (0, "127.0.0.1", "http", "localhost"),
+        (1, "198.51.100.9", "https", "api.example.com"),
+    ],
+)
+def test_forwarded_headers_are_trusted_for_the_configured_hops_only(
+    make_app: Callable[..., Flask], hops: int, remote_addr: str, scheme: str, host: str
+) -> None:
+    app = make_app(PROXY_HOPS=hops)
+
+    @app.get("/whoami")
+    def whoami() -> dict:
+        return {
+            "addr": request.remote_addr,
+            "scheme": request.scheme,
+            "host": request.host,
+        }
+
+    response = app.test_client().get(
+        "/whoami",
+        headers={
+            # A forged first entry, then the address nginx saw.
+            "X-Forwarded-For": "203.0.113.66, 198.51.100.9",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "api.example.com",
+        },
+    )
+    assert response.get_json() == {"addr": remote_addr, "scheme": scheme, "host": host}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import cli, config, http, logs
 {%- if cookiecutter.use_celery == "y" %}
@@ -71,6 +72,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     config.finalize(app.config, type(settings))
 
     logs.configure_logging(app.config["LOG_LEVEL"], json=app.config["LOG_JSON"])
+    trust_proxies(app, app.config["PROXY_HOPS"])
     db.init_app(app)
     migrate.init_app(app, db)
     http.init_app(app)
@@ -81,6 +83,15 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     log.debug("app created with %s config", env_name)
     return app
+
+
+def trust_proxies(app: Flask, hops: int) -> None:
+    """Take client address, scheme and host from X-Forwarded-* headers set by
+    ``hops`` proxies. With 0 they are ignored: a client could forge them."""
+    if hops > 0:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+        )
 
 
 def register_blueprints(app: Flask) -> None:

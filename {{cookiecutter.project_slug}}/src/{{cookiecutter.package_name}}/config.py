@@ -155,6 +155,9 @@ class BaseConfig:
         self.LOG_JSON = False
         self.READINESS_TIMEOUT_SECONDS = env_int("READINESS_TIMEOUT_SECONDS", 2)
         self.BACKGROUND_THREADS = env_int("BACKGROUND_THREADS", 4)
+        # Reverse proxies in front of the app (nginx is one). Forwarded
+        # headers are trusted from exactly this many hops, never more.
+        self.PROXY_HOPS = env_int("PROXY_HOPS", self.default_proxy_hops())
 {%- if cookiecutter.use_celery == "y" %}
         self.REDIS_URL = env_str("REDIS_URL")
         self.CELERY = celery_settings(self.REDIS_URL)
@@ -163,6 +166,9 @@ class BaseConfig:
 
     def default_database_url(self) -> str | None:
         return None
+
+    def default_proxy_hops(self) -> int:
+        return 0
 
     @staticmethod
     def validate(config: Mapping[str, Any]) -> None:
@@ -206,6 +212,9 @@ class ProductionConfig(BaseConfig):
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.PREFERRED_URL_SCHEME = "https"
+
+    def default_proxy_hops(self) -> int:
+        return 1  # nginx, as shipped in deploy/nginx
 
     @staticmethod
     def validate(config: Mapping[str, Any]) -> None:
