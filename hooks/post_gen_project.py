@@ -42,6 +42,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             str(package / "celery_app.py"),
             str(package / "worker.py"),
             str(package / "jobs"),
+            str(package / "exports"),
             "migrations/versions/0002_create_jobs.py",
             "tests/test_tasks.py",
             "tests/test_worker_process.py",

@@ -8,6 +8,9 @@ migrates it, empties the tables after every test and drops it at the end.
 
 from __future__ import annotations
 
+{% if cookiecutter.use_celery == "y" -%}
+import gc
+{% endif -%}
 import os
 {%- if cookiecutter.use_celery == "y" %}
 import uuid
@@ -111,6 +114,11 @@ def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
             db.engine.dispose()
 {%- if cookiecutter.use_celery == "y" %}
         close_celery(app.extensions["celery"])
+{%- endif %}
+{%- if cookiecutter.use_celery == "y" %}
+    # Celery's per-thread clients are freed with the app objects: collect
+    # them now, inside the test that made them, not in a random later one.
+    gc.collect()
 {%- endif %}
 
 

@@ -6,6 +6,7 @@ retries and the app context are the ones production gets.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -13,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.background import NotPlainValueError
 from {{ cookiecutter.package_name }}.celery_app import AppTask, enqueue
 from {{ cookiecutter.package_name }}.config import ConfigError
+from {{ cookiecutter.package_name }}.exports import tasks as export_tasks
 from {{ cookiecutter.package_name }}.extensions import db
 from {{ cookiecutter.package_name }}.jobs import tasks
 from {{ cookiecutter.package_name }}.jobs.models import Job, JobStatus
@@ -296,3 +299,89 @@ def test_invalid_job_request_is_a_400(client: Any) -> None:
     response = client.post("/api/jobs/owner-summaries", json={"owner_id": "x"})
     assert response.status_code == 400
     assert "owner_id" in problem_of(response)["errors"]
+
+
+def run_export(app: Flask, body: dict[str, Any]) -> dict[str, Any]:
+    client = app.test_client()
+    response = client.post("/api/exports", json=body)
+    assert response.status_code == 202, response.data
+    status_url = response.get_json()["status_url"]
+    return wait_for(lambda: job_status(client, status_url), what="the export")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+def test_background_export_matches_the_streamed_one(
+    worker_app: Flask, fmt: str
+) -> None:
+    add_events(worker_app, 3, ["1.00", "2.50", "3.75"])
+    done = run_export(worker_app, {"format": fmt, "filters": {"owner_id": 3}})
+    assert done["status"] == "succeeded", done
+    client = worker_app.test_client()
+    streamed = client.get(f"/api/events/export.{fmt}?owner_id=3").data
+    status = client.get(f"/api/exports/{done['id']}").get_json()
+    with client.get(status["download_url"]) as download:
+        assert download.status_code == 200
+        assert download.data == streamed
+    assert done["result"]["size"] == len(streamed)
+    assert done["result"]["sha256"] == hashlib.sha256(streamed).hexdigest()
+    assert "X-Sendfile" not in download.headers
+    exported = Path(worker_app.config["EXPORT_DIR"]) / done["result"]["filename"]
+    assert exported.read_bytes() == streamed
+    assert not list(exported.parent.glob(".*.tmp")), "a temporary file was left"
+
+
+def test_production_downloads_go_through_x_accel_redirect(worker_app: Flask) -> None:
+    done = run_export(worker_app, {"format": "csv"})
+    worker_app.config["EXPORT_X_ACCEL"] = True
+    response = worker_app.test_client().get(f"/api/exports/{done['id']}/download")
+    assert response.status_code == 200
+    assert response.headers["X-Accel-Redirect"] == f"/_exports/{done['id']}.csv"
+    assert response.mimetype == "text/csv"
+    assert response.headers["Content-Disposition"].startswith("attachment;")
+    assert response.data == b""
+    assert "X-Sendfile" not in response.headers
+
+
+def test_download_refuses_unknown_unfinished_and_expired_exports(
+    worker_app: Flask,
+) -> None:
+    client = worker_app.test_client()
+    assert client.get(f"/api/exports/{uuid.uuid4()}/download").status_code == 404
+    with worker_app.app_context():
+        running = Job(kind="export", params={"format": "csv"}, status="running")
+        summary = Job(kind="owner_summary", params={}, status="succeeded")
+        db.session.add_all([running, summary])
+        db.session.commit()
+        running_id, summary_id = running.id, summary.id
+        db.session.remove()
+    conflict = client.get(f"/api/exports/{running_id}/download")
+    assert conflict.status_code == 409
+    assert "running" in problem_of(conflict)["detail"]
+    # A job of another kind is not an export.
+    assert client.get(f"/api/exports/{summary_id}").status_code == 404
+
+    done = run_export(worker_app, {"format": "ndjson"})
+    worker_app.config["EXPORT_TTL_HOURS"] = 0
+    with worker_app.app_context():
+        purged = enqueue(export_tasks.purge_expired).get(timeout=30)
+    assert purged >= 1
+    assert client.get(f"/api/exports/{done['id']}/download").status_code == 404
+    assert not (
+        Path(worker_app.config["EXPORT_DIR"]) / done["result"]["filename"]
+    ).exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"format": "xml"}, "format"),
+        ({"format": "csv", "filters": {"since": "yesterday"}}, "filters.since"),
+        ({"format": "csv", "path": "/etc/passwd"}, "path"),
+    ],
+)
+def test_bad_export_requests_are_400(
+    client: Any, body: dict[str, Any], field: str
+) -> None:
+    response = client.post("/api/exports", json=body)
+    assert response.status_code == 400
+    assert field in problem_of(response)["errors"]

@@ -21,6 +21,9 @@ from . import cli, config, http, logs
 from .celery_app import init_celery
 {%- endif %}
 from .events import bp as events_bp
+{%- if cookiecutter.use_celery == "y" %}
+from .exports import bp as exports_bp
+{%- endif %}
 from .extensions import db, migrate
 from .health import bp as health_bp
 {%- if cookiecutter.use_celery == "y" %}
@@ -79,6 +82,9 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     cli.init_app(app)
 {%- if cookiecutter.use_celery == "y" %}
     init_celery(app)
+    app.config["EXPORT_DIR"] = app.config["EXPORT_DIR"] or str(
+        Path(app.instance_path) / "exports"
+    )
 {%- endif %}
     register_blueprints(app)
     log.debug("app created with %s config", env_name)
@@ -99,4 +105,5 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(events_bp)
 {%- if cookiecutter.use_celery == "y" %}
     app.register_blueprint(jobs_bp)
+    app.register_blueprint(exports_bp)
 {%- endif %}

@@ -117,6 +117,10 @@ def beat_schedule() -> dict[str, Any]:
             "task": "jobs.purge_expired",
             "schedule": timedelta(hours=1),
         },
+        "purge-expired-exports": {
+            "task": "exports.purge_expired",
+            "schedule": timedelta(minutes=15),
+        },
     }
 
 

@@ -35,6 +35,17 @@ def env_int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def env_flag(name: str, default: bool) -> bool:
+    raw = env_str(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 def env_list(name: str) -> list[str] | None:
     raw = env_str(name)
     if raw is None:
@@ -162,6 +173,12 @@ class BaseConfig:
         self.REDIS_URL = env_str("REDIS_URL")
         self.CELERY = celery_settings(self.REDIS_URL)
         self.JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 7)
+        # Background exports: files in EXPORT_DIR (default instance/exports),
+        # served by nginx through X-Accel-Redirect when EXPORT_X_ACCEL is on.
+        self.EXPORT_DIR = env_str("EXPORT_DIR")
+        self.EXPORT_X_ACCEL = env_flag("EXPORT_X_ACCEL", self.ENV_NAME == "production")
+        self.EXPORT_ACCEL_PREFIX = env_str("EXPORT_ACCEL_PREFIX", "/_exports/")
+        self.EXPORT_TTL_HOURS = env_int("EXPORT_TTL_HOURS", 24)
 {%- endif %}
 
     def default_database_url(self) -> str | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+from celery import Task
 from flask import Blueprint, request, url_for
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict
@@ -26,13 +28,12 @@ class OwnerSummaryRequest(BaseModel):
     owner_id: OwnerId
 
 
-@bp.post("/owner-summaries")
-def create_owner_summary() -> ResponseReturnValue:
-    data = parse(OwnerSummaryRequest, request.get_json())
+def start_job(
+    kind: str, params: dict[str, Any], task: Task, status_endpoint: str
+) -> ResponseReturnValue:
+    """Submit a job: 202 with its status URL, or 503 if the broker is down."""
     try:
-        job = services.submit_job(
-            "owner_summary", {"owner_id": data.owner_id}, tasks.summarize_owner
-        )
+        job = services.submit_job(kind, params, task)
     except services.BrokerUnavailableError as exc:
         response = problem(
             503,
@@ -43,8 +44,16 @@ def create_owner_summary() -> ResponseReturnValue:
         )
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
-    status_url = url_for("jobs.get", job_id=job.id)
+    status_url = url_for(status_endpoint, job_id=job.id)
     return {**job.to_dict(), "status_url": status_url}, 202, {"Location": status_url}
+
+
+@bp.post("/owner-summaries")
+def create_owner_summary() -> ResponseReturnValue:
+    data = parse(OwnerSummaryRequest, request.get_json())
+    return start_job(
+        "owner_summary", {"owner_id": data.owner_id}, tasks.summarize_owner, "jobs.get"
+    )
 
 
 @bp.get("/<uuid:job_id>")

@@ -1,0 +1,6 @@
+"""Background exports: files written by a worker, downloaded through nginx."""
+
+from . import tasks
+from .routes import bp
+
+__all__ = ["bp", "tasks"]

@@ -1,0 +1,53 @@
+"""Export files: written atomically, named only by job id."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from uuid import UUID
+
+FORMATS = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
+
+
+def filename(job_id: UUID | str, fmt: str) -> str:
+    """The file's name. Built from a UUID and a known format, never from
+    client input, so it cannot point outside the export directory."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}")
+    return f"{UUID(str(job_id))}.{fmt}"
+
+
+def write_atomically(
+    directory: Path, name: str, chunks: Iterable[bytes]
+) -> tuple[int, str]:
+    """Write ``chunks`` to ``directory/name``; return (size, sha256 hex).
+
+    Readers see the whole file or none: the bytes go to a temporary file in
+    the same directory, are flushed to disk, and the file is renamed over
+    the final name, and the directory entry flushed too.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        Path(temporary).replace(directory / name)
+        directory_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return size, digest.hexdigest()

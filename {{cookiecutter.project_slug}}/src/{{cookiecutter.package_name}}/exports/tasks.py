@@ -1,0 +1,63 @@
+"""Export tasks, on the ``exports`` queue."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from celery import shared_task
+from flask import current_app
+from sqlalchemy import select
+
+from ..events.export import csv_chunks, ndjson_chunks
+from ..events.schemas import ExportFilters
+from ..extensions import db
+from ..jobs import services
+from ..jobs.models import Job, JobStatus
+from ..jobs.tasks import JobTask
+from ..sqltypes import utcnow
+from . import files
+
+log = logging.getLogger(__name__)
+KIND = "export"
+
+
+@shared_task(base=JobTask, name="exports.write")
+def write_export(job_id: str) -> dict[str, Any] | None:
+    """Write the export file. A redelivery after success does nothing; one
+    after a crash mid-write writes the file again, whole."""
+    job = services.start(job_id)
+    if job is None:
+        return None
+    fmt = job.params["format"]
+    filters = ExportFilters.model_validate(job.params.get("filters", {}))
+    chunks = csv_chunks(filters) if fmt == "csv" else ndjson_chunks(filters)
+    name = files.filename(job.id, fmt)
+    size, sha256 = files.write_atomically(
+        Path(current_app.config["EXPORT_DIR"]), name, chunks
+    )
+    result = {"format": fmt, "filename": name, "size": size, "sha256": sha256}
+    services.finish(job, JobStatus.SUCCEEDED, result=result)
+    log.info("export %s written: %s bytes", job_id, size)
+    return result
+
+
+@shared_task(name="exports.purge_expired")
+def purge_expired() -> int:
+    """Periodic (beat): delete exports older than EXPORT_TTL_HOURS, file and row."""
+    cutoff = utcnow() - timedelta(hours=current_app.config["EXPORT_TTL_HOURS"])
+    directory = Path(current_app.config["EXPORT_DIR"])
+    expired = db.session.scalars(
+        select(Job).where(Job.kind == KIND, Job.finished_at < cutoff)
+    ).all()
+    for job in expired:
+        if job.result and job.result.get("filename"):
+            (directory / files.filename(job.id, job.result["format"])).unlink(
+                missing_ok=True
+            )
+        db.session.delete(job)
+    db.session.commit()
+    log.info("purged %s expired exports", len(expired))
+    return len(expired)

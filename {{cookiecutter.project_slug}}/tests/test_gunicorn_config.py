@@ -1,0 +1,443 @@
+"""deploy/gunicorn.conf.py, the config production runs.
+
+Worker counts come from the container's CPU quota, not the host's CPU
+count; every value is set by a ``GUNICORN_`` variable; combinations that
+would run badly (gevent on a blocking driver, threads on sync workers, a
+misspelt variable) are refused; and a real gunicorn started with the file
+serves and writes one JSON access-log line per request.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import text
+
+from {{ cookiecutter.package_name }}.extensions import db
+
+from support import wait_for
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CONFIG_PATH = PROJECT_DIR / "deploy" / "gunicorn.conf.py"
+PACKAGE = "{{ cookiecutter.package_name }}"
+WSGI_APP = f"{PACKAGE}.wsgi:app"
+
+LoadConfig = Callable[..., ModuleType]
+
+
+@pytest.fixture(autouse=True)
+def no_gunicorn_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's shell may export GUNICORN_ settings; start from none."""
+    for name in list(os.environ):
+        if name.startswith("GUNICORN_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def load_config(monkeypatch: pytest.MonkeyPatch) -> LoadConfig:
+    """``load_config(WORKERS="3", ...)`` runs the config file afresh with
+    those ``GUNICORN_`` variables set, as gunicorn would, and returns it."""
+
+    def load(**variables: str) -> ModuleType:
+        for name, value in variables.items():
+            monkeypatch.setenv(f"GUNICORN_{name}", value)
+        spec = importlib.util.spec_from_file_location("gunicorn_conf", CONFIG_PATH)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
+def config(load_config: LoadConfig) -> ModuleType:
+    return load_config()
+
+
+def write(path: Path, content: str) -> Path:
+    path.write_text(content + "\n", encoding="ascii")
+    return path
+
+
+# CPU limit and worker count -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "available", "expected"),
+    [
+        ("200000 100000", 4, 2),
+        ("150000 100000", 4, 2),  # a fraction of a CPU rounds up
+        ("50000 100000", 4, 1),
+        ("800000 100000", 2, 2),  # never more than the CPUs it may run on
+        ("max 100000", 3, 3),  # no quota
+    ],
+)
+def test_cgroup_v2_quota_sets_the_cpu_limit(
+    config: ModuleType, tmp_path: Path, cpu_max: str, available: int, expected: int
+) -> None:
+    cpus = config.cpu_limit(
+        cpu_max=write(tmp_path / "cpu.max", cpu_max),
+        cfs_quota=tmp_path / "missing-quota",
+        cfs_period=tmp_path / "missing-period",
+        available=available,
+    )
+    assert cpus == expected
+
+
+@pytest.mark.parametrize(
+    ("quota", "period", "expected"),
+    [("100000", "100000", 1), ("250000", "100000", 3), ("-1", "100000", 4)],
+)
+def test_cgroup_v1_quota_sets_the_cpu_limit(
+    config: ModuleType, tmp_path: Path, quota: str, period: str, expected: int
+) -> None:
+    cpus = config.cpu_limit(
+        cpu_max=tmp_path / "missing-cpu.max",
+        cfs_quota=write(tmp_path / "cpu.cfs_quota_us", quota),
+        cfs_period=write(tmp_path / "cpu.cfs_period_us", period),
+        available=4,
+    )
+    assert cpus == expected
+
+
+def test_cgroup_v2_wins_over_v1(config: ModuleType, tmp_path: Path) -> None:
+    cpus = config.cpu_limit(
+        cpu_max=write(tmp_path / "cpu.max", "100000 100000"),
+        cfs_quota=write(tmp_path / "cpu.cfs_quota_us", "300000"),
+        cfs_period=write(tmp_path / "cpu.cfs_period_us", "100000"),
+        available=4,
+    )
+    assert cpus == 1
+
+
+def test_without_a_quota_the_affinity_mask_counts(
+    config: ModuleType, tmp_path: Path
+) -> None:
+    """The CPUs this process may run on, which a cpuset can make fewer than
+    the host's ``os.cpu_count()``."""
+    cpus = config.cpu_limit(
+        cpu_max=tmp_path / "missing-cpu.max",
+        cfs_quota=tmp_path / "missing-quota",
+        cfs_period=tmp_path / "missing-period",
+    )
+    if hasattr(os, "sched_getaffinity"):
+        assert cpus == len(os.sched_getaffinity(0))
+    else:
+        assert cpus >= 1
+
+
+@pytest.mark.parametrize(
+    ("cpus", "maximum", "expected"),
+    [(1, 8, 3), (2, 8, 5), (3, 8, 7), (4, 8, 8), (64, 8, 8), (2, 2, 2)],
+)
+def test_default_workers_is_two_per_cpu_plus_one_capped(
+    config: ModuleType, cpus: int, maximum: int, expected: int
+) -> None:
+    assert config.default_workers(cpus, maximum) == expected
+
+
+def test_workers_default_to_the_cpu_limit(config: ModuleType) -> None:
+    assert config.workers == config.default_workers(config.cpu_limit())
+    assert 1 <= config.workers <= config.DEFAULT_MAX_WORKERS
+
+
+def test_max_workers_caps_and_workers_overrides(load_config: LoadConfig) -> None:
+    assert load_config(MAX_WORKERS="1").workers == 1
+    assert load_config(WORKERS="13").workers == 13
+
+
+# Settings from the environment ----------------------------------------------
+
+
+def test_defaults_suit_nginx_on_the_same_host(config: ModuleType) -> None:
+    assert config.bind == ["127.0.0.1:8000"]
+    assert config.worker_class == "gthread"
+    assert config.threads == 4
+    assert (config.timeout, config.graceful_timeout) == (30, 30)
+    # Above nginx's upstream keepalive_timeout (60s): nginx closes idle
+    # connections first and never reuses one gunicorn is closing.
+    assert config.keepalive == 75
+    assert (config.max_requests, config.max_requests_jitter) == (1000, 100)
+    assert config.forwarded_allow_ips == "127.0.0.1"
+    assert config.secure_scheme_headers == {"X-FORWARDED-PROTO": "https"}
+    assert config.preload_app is False
+    assert (config.accesslog, config.errorlog) == ("-", "-")
+    assert config.proc_name == PACKAGE
+    assert config.wsgi_app == WSGI_APP
+    if Path("/dev/shm").is_dir():  # noqa: S108 - the path the config checks
+        assert config.worker_tmp_dir == "/dev/shm"  # noqa: S108
+
+
+def test_control_socket_is_off_unless_a_path_is_given(
+    load_config: LoadConfig, tmp_path: Path
+) -> None:
+    """Gunicorn would otherwise create ~/.gunicorn/gunicorn.ctl, which a
+    container's home may not allow and nothing here uses."""
+    config = load_config()
+    assert config.control_socket_disable is True
+    assert not hasattr(config, "control_socket")
+
+    path = str(tmp_path / "gunicorn.ctl")
+    config = load_config(CONTROL_SOCKET=path)
+    assert config.control_socket_disable is False
+    assert config.control_socket == path
+
+
+def test_environment_overrides_each_value(
+    load_config: LoadConfig, tmp_path: Path
+) -> None:
+    socket_path = f"unix:{tmp_path / 'app.sock'}"
+    config = load_config(
+        BIND=f"{socket_path}, 127.0.0.1:9000",
+        WORKERS="3",
+        THREADS="8",
+        TIMEOUT="60",
+        GRACEFUL_TIMEOUT="20",
+        KEEPALIVE="90",
+        MAX_REQUESTS="0",
+        PRELOAD_APP="true",
+        FORWARDED_ALLOW_IPS="10.0.0.5",
+        WORKER_TMP_DIR=str(tmp_path),
+        ACCESS_LOG="off",
+        LOG_LEVEL="WARNING",
+        PROC_NAME="api",
+    )
+    assert config.bind == [socket_path, "127.0.0.1:9000"]
+    assert (config.workers, config.threads) == (3, 8)
+    assert (config.timeout, config.graceful_timeout, config.keepalive) == (60, 20, 90)
+    assert config.max_requests == 0
+    assert config.preload_app is True
+    assert config.forwarded_allow_ips == "10.0.0.5"
+    assert config.worker_tmp_dir == str(tmp_path)
+    assert config.accesslog is None
+    assert config.loglevel == "warning"
+    assert config.proc_name == "api"
+
+
+def test_gevent_is_refused_without_a_cooperative_driver(
+    load_config: LoadConfig,
+) -> None:
+    """gevent with a driver that blocks in C stalls every greenlet of the
+    worker on each query: refuse unless the deployment says it is handled."""
+    with pytest.raises(RuntimeError, match="GUNICORN_GEVENT_PATCHED_DB=1"):
+        load_config(WORKER_CLASS="gevent")
+
+    config = load_config(WORKER_CLASS="gevent", GEVENT_PATCHED_DB="1")
+    assert (config.worker_class, config.threads) == ("gevent", 1)
+
+
+def test_sync_workers_run_one_thread(load_config: LoadConfig) -> None:
+    """Gunicorn would quietly turn sync with threads into gthread."""
+    assert load_config(WORKER_CLASS="sync").threads == 1
+    with pytest.raises(RuntimeError, match="GUNICORN_THREADS"):
+        load_config(WORKER_CLASS="sync", THREADS="4")
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"WORKER_CLASS": "eventlet"}, "GUNICORN_WORKER_CLASS"),
+        ({"WORKER": "4"}, "GUNICORN_WORKER"),
+        ({"WORKERS": "many"}, "GUNICORN_WORKERS"),
+        ({"WORKERS": "0"}, "GUNICORN_WORKERS"),
+        ({"PRELOAD_APP": "maybe"}, "GUNICORN_PRELOAD_APP"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_variable(
+    load_config: LoadConfig, variables: dict[str, str], named: str
+) -> None:
+    with pytest.raises(RuntimeError, match=named):
+        load_config(**variables)
+
+
+# Access log and worker hooks --------------------------------------------------
+
+
+def test_access_log_line_stays_one_json_object(config: ModuleType) -> None:
+    """Quotes, backslashes and a newline (``%0A`` in a URL) are escaped, so a
+    client cannot break the line or forge a second one."""
+    atoms = config.JsonSafeAtoms(
+        {
+            "t": "2026-01-01T00:00:00.000+00:00",
+            "h": "127.0.0.1",
+            "m": "GET",
+            "U": '/a\nb"c\\d',
+            "s": "200",
+            "B": 12,
+            "M": 1.5,
+            "a": 'agent "quoted"\r\n{"forged": true}',
+        }
+    )
+    line = config.access_log_format % atoms
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["path"] == '/a\nb"c\\d'
+    assert entry["user_agent"] == 'agent "quoted"\r\n{"forged": true}'
+    assert (entry["status"], entry["bytes"], entry["duration_ms"]) == (200, 12, 1.5)
+    assert entry["request_id"] == "-"  # no X-Request-ID on this response
+
+
+def test_dispose_engines_gives_a_forked_worker_its_own_pool(
+    config: ModuleType, make_app: Callable[..., Flask]
+) -> None:
+    app = make_app()
+    with app.app_context():
+        db.session.execute(text("SELECT 1"))
+        db.session.remove()
+        inherited = db.engine.pool
+    assert config.dispose_engines(app) == 1
+    with app.app_context():
+        assert db.engine.pool is not inherited
+    # In a real fork the parent still owns these connections; here this
+    # process is the parent, so close them.
+    inherited.dispose()
+
+
+def test_post_fork_leaves_apps_alone_without_preload(config: ModuleType) -> None:
+    """Without preload the worker has not loaded the app yet; the hook must
+    not load it early."""
+
+    def load_app() -> Any:
+        raise AssertionError("post_fork loaded the app")
+
+    server = SimpleNamespace(
+        cfg=SimpleNamespace(preload_app=False), app=SimpleNamespace(wsgi=load_app)
+    )
+    config.post_fork(server, SimpleNamespace(pid=1))
+
+
+# Real gunicorn ----------------------------------------------------------------
+
+
+def gunicorn_env(tmp_path: Path, **variables: str) -> dict[str, str]:
+    """Testing config, a throwaway SQLite file and a home of its own (to
+    prove no control socket lands there)."""
+    env = {
+        **os.environ,
+        "APP_ENV": "testing",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "HOME": str(tmp_path / "home"),
+        **{f"GUNICORN_{name}": value for name, value in variables.items()},
+    }
+    env.pop("XDG_RUNTIME_DIR", None)
+    return env
+
+
+def test_check_config_accepts_the_shipped_file(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "gunicorn", "--check-config"]
+    result = subprocess.run(  # noqa: S603 - fixed argv
+        [*command, "-c", str(CONFIG_PATH), WSGI_APP],
+        cwd=PROJECT_DIR,
+        env=gunicorn_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> int | None:
+    """Status of ``GET path``, or None while nothing listens yet."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        return connection.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+@contextmanager
+def running_gunicorn(
+    env: dict[str, str], stdout: Path, stderr: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """gunicorn with the shipped config; stopped with SIGTERM on exit, as a
+    process manager stops it."""
+    command = [sys.executable, "-m", "gunicorn", "-c", str(CONFIG_PATH), WSGI_APP]
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(  # noqa: S603 - fixed argv
+            command,
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+
+
+@pytest.mark.parametrize("preload", ["0", "1"], ids=["per-worker", "preloaded"])
+def test_gunicorn_serves_and_logs_json_lines(tmp_path: Path, preload: str) -> None:
+    port = free_port()
+    env = gunicorn_env(
+        tmp_path,
+        BIND=f"127.0.0.1:{port}",
+        WORKERS="2",
+        GRACEFUL_TIMEOUT="5",
+        PRELOAD_APP=preload,
+        LOG_LEVEL="debug",  # post_fork reports the pools it reset
+    )
+    stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    request_id = "gunicorn-test.1:abc"
+
+    with running_gunicorn(env, stdout, stderr) as process:
+        wait_for(
+            lambda: get(port, "/healthz") or process.poll() is not None,
+            timeout=60,
+            what="gunicorn to answer",
+        )
+        assert process.poll() is None, stderr.read_text()
+        assert get(port, "/healthz", {"X-Request-ID": request_id}) == 200
+    assert process.returncode == 0, stderr.read_text()
+
+    errors = stderr.read_text()
+    assert "Traceback" not in errors, errors
+    assert not (tmp_path / "home" / ".gunicorn").exists()  # no control socket
+    if preload == "1":
+        assert errors.count("reset 1 database engine(s)") == 2, errors
+    entries = [
+        json.loads(line)
+        for line in stdout.read_text().splitlines()
+        if line.startswith("{")
+    ]
+    mine = [entry for entry in entries if entry["request_id"] == request_id]
+    assert len(mine) == 1, entries
+    (entry,) = mine
+    assert (entry["method"], entry["path"], entry["status"]) == ("GET", "/healthz", 200)
+    assert isinstance(entry["duration_ms"], int | float)
+    assert entry["duration_ms"] >= 0
+    assert entry["remote_addr"] == "127.0.0.1"
+    assert entry["bytes"] > 0
