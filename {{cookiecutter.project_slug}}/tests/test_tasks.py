@@ -327,6 +327,7 @@ def test_background_export_matches_the_streamed_one(
     assert "X-Sendfile" not in download.headers
     exported = Path(worker_app.config["EXPORT_DIR"]) / done["result"]["filename"]
     assert exported.read_bytes() == streamed
+    assert exported.stat().st_mode & 0o777 == 0o644  # nginx reads it as another user
     assert not list(exported.parent.glob(".*.tmp")), "a temporary file was left"
 
 

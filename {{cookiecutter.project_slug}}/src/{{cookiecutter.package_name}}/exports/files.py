@@ -10,6 +10,8 @@ from pathlib import Path
 from uuid import UUID
 
 FORMATS = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
+# Readable by the web server's user, which serves the file via X-Accel-Redirect.
+FILE_MODE = 0o644
 
 
 def filename(job_id: UUID | str, fmt: str) -> str:
@@ -34,6 +36,8 @@ def write_atomically(
     size = 0
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; nginx reads it as another user.
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as out:
             for chunk in chunks:
                 out.write(chunk)
