@@ -172,3 +172,18 @@ def run(
         check=False,
         timeout=timeout,
     )
+
+
+# Settings a developer may have exported; each run states its own.
+SCRUBBED_ENV = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "VIRTUAL_ENV", "PYTHONPATH")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The caller's environment without app settings or outer pytest options."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in SCRUBBED_ENV and not key.startswith("PYTEST_")
+    }
+    env.update(extra)
+    return env

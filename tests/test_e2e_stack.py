@@ -39,15 +39,14 @@ import pytest
 from psycopg import sql
 
 from conftest import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, require_service
-from template_support import bake_into, defaults, require_python, run
-from test_generated_suite import clean_env
-from test_nginx_config import (
+from nginx_support import (
     CONF,
     free_port,
     mime_types,
     render_for_prefix,
     require_nginx,
 )
+from template_support import bake_into, clean_env, defaults, require_python, run
 
 pytestmark = pytest.mark.slow
 

@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from template_support import bake_into, defaults, require_python, run
+from template_support import bake_into, clean_env, defaults, require_python, run
 
 pytestmark = pytest.mark.slow
 
-# Settings a developer may have exported; each run states its own.
-SCRUBBED_ENV = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "VIRTUAL_ENV", "PYTHONPATH")
-
 InstallProject = Callable[..., tuple[Path, Path]]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The caller's environment without app settings or outer pytest options."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in SCRUBBED_ENV and not key.startswith("PYTEST_")
-    }
-    env.update(extra)
-    return env
 
 
 @pytest.fixture(scope="module")
