@@ -13,7 +13,6 @@ import http.client
 import importlib.util
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from sqlalchemy import text
 
 from {{ cookiecutter.package_name }}.extensions import db
 
-from support import wait_for
+from support import stop_process_group, wait_for
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONFIG_PATH = PROJECT_DIR / "deploy" / "gunicorn.conf.py"
@@ -390,13 +389,7 @@ def running_gunicorn(
     try:
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+        stop_process_group(process, grace=20)
 
 
 @pytest.mark.parametrize("preload", ["0", "1"], ids=["per-worker", "preloaded"])

@@ -27,7 +27,7 @@ from {{ cookiecutter.package_name }}.events.models import Event
 from {{ cookiecutter.package_name }}.extensions import db
 from {{ cookiecutter.package_name }}.jobs.tasks import SUMMARY_KIND
 
-from support import wait_for
+from support import stop_process_group, wait_for
 
 TESTS_DIR = Path(__file__).parent
 PROJECT_DIR = TESTS_DIR.parent
@@ -82,13 +82,7 @@ def celery_process(
         assert process.poll() is None, started.log()
         yield started
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+        stop_process_group(process, grace=15)
 
 
 def worker_process(env: dict[str, str], log_path: Path) -> Any:
