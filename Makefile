@@ -2,6 +2,8 @@
 #
 #   make test   install the dev tools into .venv and run the template test suite
 #   make run    bake the template with its defaults and run the demo service
+#   make lock   regenerate the generated project's lock files (scripts/lock.py);
+#               LOCK_ARGS=--upgrade moves every pin to the newest allowed
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
@@ -14,7 +16,7 @@ RUN_DIR ?= build/demo
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: test run venv nginx
+.PHONY: test run lock venv nginx
 
 test: venv nginx
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
@@ -27,6 +29,9 @@ run: venv
 	project="$$(find "$(RUN_DIR)" -mindepth 1 -maxdepth 1 -type d)"; \
 	test -d "$$project" || { echo "no project baked in $(RUN_DIR)" >&2; exit 1; }; \
 	$(MAKE) -C "$$project" run HOST="$(HOST)" PORT="$(PORT)"
+
+lock: venv
+	$(VENV_PYTHON) scripts/lock.py $(LOCK_ARGS)
 
 # Helpers.
 

@@ -51,6 +51,26 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
     return paths
 
 
+LOCKS_DIR = Path("requirements") / "locks"
+LOCK_FILES = ("requirements.lock", "requirements-dev.lock")
+
+
+def lock_set_name(answers: dict[str, str]) -> str:
+    """The folder under ``requirements/locks`` pinning this combination of
+    options: each one changes the dependencies (psycopg, Celery)."""
+    celery = "celery" if answers["use_celery"] == "y" else "nocelery"
+    return f"{answers['database']}-{celery}"
+
+
+def install_lock_files(answers: dict[str, str]) -> None:
+    """Keep the locks of the chosen options as ``requirements/*.lock`` and
+    drop the others."""
+    chosen = LOCKS_DIR / lock_set_name(answers)
+    for name in LOCK_FILES:
+        shutil.move(chosen / name, LOCKS_DIR.parent / name)
+    shutil.rmtree(LOCKS_DIR)
+
+
 def make_secret_key() -> str:
     """64 URL-safe characters (letters, digits, ``-``, ``_``): no quoting
     needed in env files."""
@@ -87,6 +107,7 @@ def main() -> int:
     answers = json.loads(r"""{{ cookiecutter | jsonify }}""")
     install_license(answers["open_source_license"])
     remove_paths(paths_to_remove(answers))
+    install_lock_files(answers)
     write_env()
     print(next_steps(answers))
     return 0

@@ -203,6 +203,44 @@ def test_paths_to_remove_drops_postgresql_files_only_without_postgresql() -> Non
     assert set(with_sqlite) > set(with_postgresql)
 
 
+@pytest.mark.parametrize("database", choice_options()["database"])
+@pytest.mark.parametrize("use_celery", choice_options()["use_celery"])
+def test_every_combination_has_its_locks_in_the_template(
+    database: str, use_celery: str
+) -> None:
+    answers = {**VALID_ANSWERS, "database": database, "use_celery": use_celery}
+    lock_dir = TEMPLATE_DIR / post.LOCKS_DIR / post.lock_set_name(answers)
+    for name in post.LOCK_FILES:
+        assert (lock_dir / name).is_file(), f"{lock_dir / name}: run `make lock`"
+
+
+def test_lock_set_names_differ_per_combination() -> None:
+    names = {
+        post.lock_set_name({"database": database, "use_celery": celery})
+        for database in choice_options()["database"]
+        for celery in choice_options()["use_celery"]
+    }
+    assert len(names) == len(choice_options()["database"]) * len(
+        choice_options()["use_celery"]
+    )
+
+
+def test_install_lock_files_keeps_only_the_chosen_pair(in_tmp: Path) -> None:
+    for set_name in ("sqlite-nocelery", "postgresql-celery"):
+        (in_tmp / post.LOCKS_DIR / set_name).mkdir(parents=True)
+        for name in post.LOCK_FILES:
+            path = in_tmp / post.LOCKS_DIR / set_name / name
+            path.write_text(f"{set_name} {name}\n", encoding="utf-8")
+
+    post.install_lock_files({"database": "sqlite", "use_celery": "n"})
+
+    requirements = in_tmp / "requirements"
+    assert sorted(p.name for p in requirements.iterdir()) == sorted(post.LOCK_FILES)
+    for name in post.LOCK_FILES:
+        text = (requirements / name).read_text(encoding="utf-8")
+        assert text == f"sqlite-nocelery {name}\n"
+
+
 def test_make_secret_key_is_long_urlsafe_and_fresh() -> None:
     keys = {post.make_secret_key() for _ in range(20)}
     assert len(keys) == 20

@@ -1,4 +1,4 @@
-"""The template's own Python (hooks/, tests/, bench/) follows ruff.toml.
+"""The template's own Python (hooks/, tests/, bench/, scripts/) follows ruff.toml.
 
 The template directory is excluded there: it is Jinja until baked, and every
 bake is linted with its own config by test_bake.py.
@@ -19,7 +19,7 @@ from template_support import REPO_ROOT, run
     ids=["ruff-check", "ruff-format"],
 )
 def test_template_python_is_clean(command: list[str]) -> None:
-    paths = ["hooks", "tests", "bench"]
+    paths = ["hooks", "tests", "bench", "scripts"]
     ruff = [sys.executable, "-m", "ruff", *command, "--no-cache", *paths]
     result = run(ruff, cwd=REPO_ROOT, timeout=120)
     assert result.returncode == 0, result.stdout

@@ -1,0 +1,114 @@
+"""Regenerate the lock files shipped in the template.
+
+    make lock                        # pins kept where pyproject still allows them
+    make lock LOCK_ARGS=--upgrade    # every pin moved to the newest allowed
+
+The generated project's dependencies depend on two options (psycopg for
+PostgreSQL, Celery for use_celery), so the template ships one pair of locks
+per combination under ``{{cookiecutter.project_slug}}/requirements/locks/``
+and the post-gen hook keeps the chosen pair. Each pair is made by baking that
+combination with the lowest Python on offer (a universal lock for it holds on
+every later one) and running the baked project's own ``make lock``: the
+command a generated project's users run, so both stay the same.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from cookiecutter.main import cookiecutter
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_DIR = REPO_ROOT / "{{cookiecutter.project_slug}}"
+SLUG_JINJA = "{{ cookiecutter.project_slug }}"
+
+
+def load_post_gen_hook():
+    """The post-gen hook module, for its lock file names (importing it runs
+    nothing: its ``main`` only runs as a script)."""
+    path = REPO_ROOT / "hooks" / "post_gen_project.py"
+    spec = importlib.util.spec_from_file_location("post_gen_project", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def lowest_python(versions: list[str]) -> str:
+    return min(versions, key=lambda version: tuple(map(int, version.split("."))))
+
+
+def combinations(options: dict) -> list[dict[str, str]]:
+    """Every combination of the options that change the dependencies."""
+    return [
+        {"database": database, "use_celery": use_celery}
+        for database, use_celery in itertools.product(
+            options["database"], options["use_celery"]
+        )
+    ]
+
+
+def uv_path() -> str:
+    beside = Path(sys.executable).parent / "uv"
+    found = str(beside) if beside.is_file() else shutil.which("uv")
+    if found is None:
+        sys.exit("uv not found: run `make venv` first")
+    return found
+
+
+def lock_combination(
+    answers: dict[str, str], hook, work_dir: Path, lock_args: str
+) -> Path:
+    """Bake ``answers``, run its ``make lock``, copy the locks back; returns
+    the template folder written."""
+    lock_dir = TEMPLATE_DIR / hook.LOCKS_DIR / hook.lock_set_name(answers)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for name in hook.LOCK_FILES:
+        (lock_dir / name).touch()  # the first run has nothing to keep yet
+    config = work_dir / "cookiecutter.yaml"
+    config.write_text(
+        f"replay_dir: {json.dumps(str(work_dir / 'replay'))}\n", encoding="utf-8"
+    )
+    project = Path(
+        cookiecutter(
+            str(REPO_ROOT),
+            no_input=True,
+            extra_context=answers,
+            output_dir=str(work_dir / "bake"),
+            config_file=str(config),
+        )
+    )
+    make_lock = ["make", "--no-print-directory", "lock", f"UV={uv_path()}"]
+    make_lock.append(f"LOCK_ARGS={lock_args}")
+    subprocess.run(make_lock, cwd=project, check=True)  # noqa: S603
+    # Annotations name the project ("# via flask-service (pyproject.toml)"):
+    # write them back as the slug each bake fills in.
+    baked_name = f"{project.name} (pyproject.toml)"
+    for name in hook.LOCK_FILES:
+        text = (project / hook.LOCKS_DIR.parent / name).read_text(encoding="utf-8")
+        text = text.replace(baked_name, f"{SLUG_JINJA} (pyproject.toml)")
+        (lock_dir / name).write_text(text, encoding="utf-8")
+    return lock_dir
+
+
+def main(argv: list[str]) -> int:
+    lock_args = " ".join(argv)
+    options = json.loads((REPO_ROOT / "cookiecutter.json").read_text("utf-8"))
+    python_version = lowest_python(options["python_version"])
+    hook = load_post_gen_hook()
+    for combination in combinations(options):
+        answers = {**combination, "python_version": python_version}
+        with tempfile.TemporaryDirectory(prefix="lock-") as work_dir:
+            written = lock_combination(answers, hook, Path(work_dir), lock_args)
+        print(f"locked {written.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
