@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import yaml
 from template_support import bake_into, run
 
 CONFIG = ".pre-commit-config.yaml"
+TOOLS = Path(sys.executable).parent
 RELEASE_TAG = re.compile(r"^v?\d+\.\d+\.\d+$")
 EXPECTED_HOOKS = {
     "trailing-whitespace",
@@ -57,8 +59,9 @@ def test_hooks_are_pinned_to_release_tags(project: Path) -> None:
 
 
 def test_pre_commit_accepts_the_config(project: Path) -> None:
-    pre_commit = Path(sys.executable).parent / "pre-commit"
-    result = run([str(pre_commit), "validate-config", CONFIG], cwd=project, timeout=60)
+    result = run(
+        [str(TOOLS / "pre-commit"), "validate-config", CONFIG], cwd=project, timeout=60
+    )
     assert result.returncode == 0, result.stdout
 
 
@@ -79,3 +82,45 @@ def test_ruff_hook_is_not_older_than_the_dev_extra(project: Path) -> None:
     minimum = re.search(r'"ruff>=([\d.]+)"', pyproject)
     assert minimum is not None
     assert version_tuple(ruff_rev) >= version_tuple(minimum.group(1))
+
+
+# pre-commit-hooks' entry points, as the config runs them on every file
+# (check-added-large-files needs a git repository, so it is left out).
+HYGIENE_HOOKS = ["trailing-whitespace-fixer", "end-of-file-fixer", "detect-private-key"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"database": "sqlite", "use_celery": "n"},
+        {"database": "postgresql", "use_celery": "y"},
+    ],
+    ids=["sqlite-celery_n", "postgresql-celery_y"],
+)
+@pytest.mark.parametrize("hook", HYGIENE_HOOKS)
+def test_a_fresh_bake_passes_the_hygiene_hooks(
+    hook: str, options: dict[str, str], bake: Callable[..., Path]
+) -> None:
+    """A new project's first `pre-commit run --all-files` changes nothing."""
+    project = bake(**options)
+    files = sorted(str(path) for path in project.rglob("*") if path.is_file())
+    result = run([str(TOOLS / hook), *files], cwd=project, timeout=120)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("hook", "suffixes"),
+    [("check-yaml", {".yaml", ".yml"}), ("check-toml", {".toml"})],
+)
+def test_a_fresh_bake_has_parseable_config_files(
+    hook: str, suffixes: set[str], bake: Callable[..., Path]
+) -> None:
+    project = bake(database="postgresql", use_celery="y")
+    files = [
+        str(path)
+        for path in project.rglob("*")
+        if path.is_file() and path.suffix in suffixes
+    ]
+    assert files
+    result = run([str(TOOLS / hook), *files], cwd=project, timeout=120)
+    assert result.returncode == 0, result.stdout
