@@ -57,7 +57,7 @@ def sender_request_id() -> str:
     return request_id if request_id != "-" else uuid.uuid4().hex
 
 
-class AppTask(Task):  # type: ignore[misc]
+class AppTask(Task):
     """Runs inside an app context; refuses non-plain arguments; carries
     the request id; retries transient errors with backoff and jitter."""
 
@@ -143,7 +143,7 @@ def init_celery(app: Flask) -> Celery:
     celery.conf.beat_schedule_filename = str(
         Path(app.instance_path) / "celerybeat-schedule"
     )
-    celery.flask_app = app  # type: ignore[attr-defined]
+    celery.flask_app = app
     celery.set_default()
     app.extensions["celery"] = celery
     return celery

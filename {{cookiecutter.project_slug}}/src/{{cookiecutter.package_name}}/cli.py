@@ -47,7 +47,7 @@ def insert_rows(rows: list[dict[str, Any]]) -> None:
         return
     columns = list(rows[0])
     statement = f"COPY {Event.__tablename__} ({', '.join(columns)}) FROM STDIN"
-    raw = connection.connection.driver_connection
+    raw: Any = connection.connection.driver_connection  # psycopg's, untyped here
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([row[column] for column in columns])

@@ -67,7 +67,7 @@ def _timestamp(value: datetime) -> str:
     return value.strftime(TIMESTAMP_FORMAT)
 
 
-def _csv_fields(row: Row[Any]) -> tuple[Any, ...]:
+def _csv_fields(row: Sequence[Any]) -> tuple[Any, ...]:
     event_id, owner_id, kind, amount, payload, occurred_at, created_at = row
     return (
         str(event_id),
@@ -80,7 +80,7 @@ def _csv_fields(row: Row[Any]) -> tuple[Any, ...]:
     )
 
 
-def _json_line(row: Row[Any]) -> str:
+def _json_line(row: Sequence[Any]) -> str:
     event_id, owner_id, kind, amount, payload, occurred_at, created_at = row
     record = {
         "id": str(event_id),
@@ -120,7 +120,7 @@ def _copy_csv(connection: Connection, filters: ExportFilters) -> Iterator[bytes]
     # With a NULL marker other than the empty string, COPY quotes what
     # Python's csv module quotes: an empty payload stays unquoted.
     statement = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, NULL '\\N')"
-    raw = connection.connection.driver_connection
+    raw: Any = connection.connection.driver_connection  # psycopg's, untyped here
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
         for data in copy:
             yield bytes(data)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from celery import Task
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 
 from ..celery_app import ENQUEUE_ERRORS, enqueue
 from ..extensions import db
@@ -90,6 +90,10 @@ def fail(job_id: str, error: str) -> None:
 def purge_finished_before(age: timedelta) -> int:
     """Delete jobs finished longer than ``age`` ago; return how many."""
     cutoff = utcnow() - age
-    result = db.session.execute(delete(Job).where(Job.finished_at < cutoff))
+    # A DELETE always has a cursor result; Session.execute is typed more loosely.
+    result = cast(
+        "CursorResult[Any]",
+        db.session.execute(delete(Job).where(Job.finished_at < cutoff)),
+    )
     db.session.commit()
     return result.rowcount
