@@ -1,20 +1,20 @@
 """Error reports to Sentry, sent only when ``SENTRY_DSN`` is set.
 
 ``create_app`` calls :func:`init_sentry`, so every process that builds the
-app reports: gunicorn workers, the Celery worker (``worker.py`` builds its
-app when Celery imports it, at start-up, before the pool forks) and CLI
+app reports: gunicorn workers{% if cookiecutter.use_celery == "y" %}, the Celery worker (``worker.py`` builds its
+app when Celery imports it, at start-up, before the pool forks){% endif %} and CLI
 commands. Sentry's client belongs to the process: the first app with a DSN
 starts it and later apps reuse it, so a process that builds many apps
 (tests, scripts) does not start a client per app. With gunicorn's
 ``preload_app`` the client is started in the master; the SDK starts its
 sending thread again in each forked worker.
 
-Only faults are reported: an unhandled exception in a request or a task.
+Only faults are reported: an unhandled exception in a request{% if cookiecutter.use_celery == "y" %} or a task{% endif %}.
 An error the API answers on purpose (a 4xx problem response) is not one.
 Every event carries the ``request_id`` tag, the id on the response header
-and on every log line of the request or task, so an event leads to its
-logs. Personal data stays in: Sentry's default of no cookies, no
-authorization headers and no client addresses is kept.
+and on every log line of the request{% if cookiecutter.use_celery == "y" %} or task{% endif %}, so an event leads to its
+logs. Personal data stays in: no cookies, authorization headers or client
+addresses are sent, not even inside a stack frame's variables.
 """
 
 from __future__ import annotations
