@@ -44,6 +44,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             str(package / "jobs"),
             str(package / "exports"),
             "migrations/versions/0002_create_jobs.py",
+            "tests/test_sentry_tasks.py",
             "tests/test_tasks.py",
             "tests/test_worker_process.py",
             "tests/worker_gate.py",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sentry_sdk
 from flask import Flask
 from flask.testing import FlaskClient
 {%- if cookiecutter.use_celery == "y" %}
@@ -35,8 +36,19 @@ from {{ cookiecutter.package_name }}.celery_app import close_celery
 from {{ cookiecutter.package_name }}.config import normalize_database_url
 from {{ cookiecutter.package_name }}.extensions import db
 
+from support import CapturingTransport
+
 # Variables a developer's shell may carry that would change what tests see.
-_APP_VARIABLES = ("APP_ENV", "SECRET_KEY", "TRUSTED_HOSTS", "MAX_CONTENT_LENGTH")
+_APP_VARIABLES = (
+    "APP_ENV",
+    "SECRET_KEY",
+    "TRUSTED_HOSTS",
+    "MAX_CONTENT_LENGTH",
+    "SENTRY_DSN",
+    "SENTRY_ENVIRONMENT",
+    "SENTRY_RELEASE",
+    "SENTRY_TRACES_SAMPLE_RATE",
+)
 
 
 def _server_url() -> str | None:
@@ -130,6 +142,23 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def sentry_transport() -> CapturingTransport:
+    """Pass as ``SENTRY_TRANSPORT`` (with a ``SENTRY_DSN``) to see the events."""
+    return CapturingTransport()
+
+
+@pytest.fixture(autouse=True)
+def no_sentry_client_after_test() -> Iterator[None]:
+    """Sentry's client is global to the process: close and drop whatever
+    client a test started, so no later test reports to it."""
+    yield
+    client = sentry_sdk.get_client()
+    if client.is_active():
+        client.close()
+    sentry_sdk.get_global_scope().set_client(None)
 {%- if cookiecutter.use_celery == "y" %}
 
 

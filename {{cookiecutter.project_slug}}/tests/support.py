@@ -10,6 +10,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Flask
+from sentry_sdk.envelope import Envelope
+from sentry_sdk.transport import Transport
+from sentry_sdk.types import Event
 from werkzeug.test import TestResponse
 
 from {{ cookiecutter.package_name }}.extensions import db
@@ -59,3 +62,22 @@ def stop_process_group(process: subprocess.Popen[bytes], grace: float) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=5)
+
+
+class CapturingTransport(Transport):
+    """Keeps what Sentry would send in memory: events reach no server."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.envelopes: list[Envelope] = []
+
+    def capture_envelope(self, envelope: Envelope) -> None:
+        self.envelopes.append(envelope)
+
+    def events(self) -> list[Event]:
+        """Error events only, not sessions or client reports."""
+        return [
+            event
+            for envelope in self.envelopes
+            if (event := envelope.get_event()) is not None
+        ]

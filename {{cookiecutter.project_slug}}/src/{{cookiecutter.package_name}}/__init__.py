@@ -29,6 +29,7 @@ from .health import bp as health_bp
 {%- if cookiecutter.use_celery == "y" %}
 from .jobs import bp as jobs_bp
 {%- endif %}
+from .sentry import init_sentry
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     config.finalize(app.config, type(settings))
 
     logs.configure_logging(app.config["LOG_LEVEL"], json=app.config["LOG_JSON"])
+    init_sentry(app.config)
     trust_proxies(app, app.config["PROXY_HOPS"])
     db.init_app(app)
     migrate.init_app(app, db)

@@ -27,7 +27,7 @@ from kombu import Queue
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
-from . import logs
+from . import logs, sentry
 from .background import ensure_plain_call
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class AppTask(Task):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request_id = self.request.get(REQUEST_ID_HEADER) or sender_request_id()
         token = logs.request_id_var.set(request_id)
+        sentry.tag_task(request_id)
         try:
             with self.app.flask_app.app_context():
                 return self.run(*args, **kwargs)

@@ -46,6 +46,21 @@ def env_flag(name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def env_fraction(name: str, default: float) -> float:
+    """A number from 0 to 1, such as a sampling rate."""
+    raw = env_str(name)
+    if raw is None:
+        return default
+    message = f"{name} must be a number from 0 to 1, got {raw!r}"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(message) from None
+    if not 0 <= value <= 1:  # nan and inf fail this too
+        raise ConfigError(message)
+    return value
+
+
 def env_list(name: str) -> list[str] | None:
     raw = env_str(name)
     if raw is None:
@@ -169,6 +184,11 @@ class BaseConfig:
         # Reverse proxies in front of the app (nginx is one). Forwarded
         # headers are trusted from exactly this many hops, never more.
         self.PROXY_HOPS = env_int("PROXY_HOPS", self.default_proxy_hops())
+        # Error reports to Sentry, off without a DSN (see sentry.py).
+        self.SENTRY_DSN = env_str("SENTRY_DSN")
+        self.SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT", self.ENV_NAME)
+        self.SENTRY_RELEASE = env_str("SENTRY_RELEASE")
+        self.SENTRY_TRACES_SAMPLE_RATE = env_fraction("SENTRY_TRACES_SAMPLE_RATE", 0.0)
 {%- if cookiecutter.use_celery == "y" %}
         self.REDIS_URL = env_str("REDIS_URL")
         self.CELERY = celery_settings(self.REDIS_URL)
