@@ -43,6 +43,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             str(package / "worker.py"),
             str(package / "jobs"),
             str(package / "exports"),
+            str(package / "metrics" / "tasks.py"),
             "migrations/versions/0002_create_jobs.py",
             "tests/test_tasks.py",
             "tests/test_worker_process.py",

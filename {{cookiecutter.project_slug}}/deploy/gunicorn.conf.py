@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn.glogging import Logger, SafeAtoms
+from prometheus_client import multiprocess
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 PREFIX = "GUNICORN_"
@@ -43,6 +44,9 @@ DEFAULT_THREADS = 4
 DEFAULT_TIMEOUT = 30
 DEFAULT_GRACEFUL_TIMEOUT = 30
 DEFAULT_KEEPALIVE = 75
+# prometheus_client's own variable: the directory where every worker writes
+# its metrics, so /metrics adds up all of them (deploy/README.md, Metrics).
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 # Every variable this file reads; any other GUNICORN_ name is a mistake.
 # GUNICORN_CMD_ARGS is gunicorn's own (extra command-line flags).
@@ -335,7 +339,8 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def on_starting(server: Any) -> None:
-    """Say once how many workers of which kind start, and why that many."""
+    """Say once how many workers of which kind start, and why that many;
+    start the metrics directory afresh when there is one."""
     server.log.info(
         "%s: %d %s worker(s) x %d thread(s), CPU limit %d",
         server.cfg.proc_name,
@@ -344,6 +349,26 @@ def on_starting(server: Any) -> None:
         server.cfg.threads,
         cpu_limit(),
     )
+    metrics_dir = os.environ.get(METRICS_DIR_VARIABLE)
+    if metrics_dir:
+        reset_metrics_dir(Path(metrics_dir))
+        server.log.info("metrics of all workers in %s", metrics_dir)
+
+
+def reset_metrics_dir(path: Path) -> None:
+    """Create the metrics directory, or empty it of an earlier run's files:
+    those processes are gone and their counts must not carry over."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker exited (recycled, killed or crashed): drop its share of the
+    live gauges, such as requests in progress. Its counters stay in the
+    directory, so totals never go back when a worker is replaced."""
+    if os.environ.get(METRICS_DIR_VARIABLE):
+        multiprocess.mark_process_dead(worker.pid)
 
 
 check_variables(os.environ)
