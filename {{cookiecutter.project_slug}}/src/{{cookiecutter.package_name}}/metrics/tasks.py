@@ -101,7 +101,8 @@ def _serve_metrics(sender: Any = None, **_extra: Any) -> None:
     log.info("worker metrics on http://%s:%s/metrics", host, port)
 
 
-def _stop_serving(**_extra: Any) -> None:
+def stop_serving(**_extra: Any) -> None:
+    """Close the worker's metrics server (on warm shutdown)."""
     while _servers:
         server = _servers.pop()
         server.shutdown()
@@ -117,6 +118,6 @@ def connect_signals() -> None:
         (task_failure, _failed),
         (task_retry, _retried),
         (worker_init, _serve_metrics),
-        (worker_shutdown, _stop_serving),
+        (worker_shutdown, stop_serving),
     ):
         signal.connect(handler, weak=False, dispatch_uid=f"metrics{handler.__name__}")
