@@ -1,5 +1,5 @@
-"""Prometheus metrics: HTTP requests (``web``), Celery tasks (``tasks``) and
-their exposition, in one process or many (``exposition``)."""
+"""Prometheus metrics: HTTP requests (``web``),{% if cookiecutter.use_celery == "y" %} Celery tasks (``tasks``),{% endif %}
+and their exposition, in one process or many (``exposition``)."""
 
 from .web import init_app
 

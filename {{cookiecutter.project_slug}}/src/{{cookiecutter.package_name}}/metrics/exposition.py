@@ -1,10 +1,10 @@
 """Read the metrics in Prometheus' text format, from one process or many.
 
 prometheus_client picks its storage when it is imported: with
-``PROMETHEUS_MULTIPROC_DIR`` set, every process (each gunicorn worker, each
-Celery pool process) writes its values to files there, and a scrape adds up
-the files of all of them, dead ones included, so counts survive worker
-restarts. Unset (development, tests), values live in this process's memory.
+``PROMETHEUS_MULTIPROC_DIR`` set, every process (each gunicorn worker, for
+one) writes its values to files there, and a scrape adds up the files of
+all of them, dead ones included, so counts survive worker restarts.
+Unset (development, tests), values live in this process's memory.
 """
 
 from __future__ import annotations
