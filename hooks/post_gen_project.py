@@ -43,9 +43,11 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             str(package / "worker.py"),
             str(package / "jobs"),
             str(package / "exports"),
+            str(package / "metrics" / "tasks.py"),
             "migrations/versions/0002_create_jobs.py",
             "tests/test_sentry_tasks.py",
             "tests/test_tasks.py",
+            "tests/test_task_metrics.py",
             "tests/test_worker_process.py",
             "tests/worker_gate.py",
         ]

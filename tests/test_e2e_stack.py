@@ -121,6 +121,8 @@ class Stack:
     export_dir: Path
     services: list[Service]
     nginx_error_log: Path
+    # Where Prometheus scrapes, past nginx: gunicorn and the Celery worker.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def request(
         self,
@@ -241,6 +243,7 @@ def stack(
     database_url = f"{server}/{database}"
     key_prefix = f"e2e-{uuid.uuid4().hex}:"
     gunicorn_port, nginx_port = free_port(), free_port()
+    worker_metrics_port = free_port()
     env = clean_env(
         APP_ENV="production",
         SECRET_KEY=secrets.token_urlsafe(48)[:48],
@@ -253,6 +256,7 @@ def stack(
         LOG_LEVEL="INFO",
         GUNICORN_BIND=f"127.0.0.1:{gunicorn_port}",
         GUNICORN_WORKERS="2",
+        PROMETHEUS_MULTIPROC_DIR=str(root / "web-metrics"),
         PYTHONUNBUFFERED="1",
     )
 
@@ -282,6 +286,7 @@ def stack(
         prefix / "exports",
         services,
         prefix / "logs" / "error.log",
+        metrics_ports={"gunicorn": gunicorn_port, "celery": worker_metrics_port},
     )
     try:
         flask = [str(venv_bin / "flask"), "--app", f"{package}.wsgi"]
@@ -320,7 +325,12 @@ def stack(
                     "2",
                 ],
                 project,
-                env,
+                {
+                    **env,
+                    # Never gunicorn's directory: each empties its own at start.
+                    "PROMETHEUS_MULTIPROC_DIR": str(root / "worker-metrics"),
+                    "WORKER_METRICS_PORT": str(worker_metrics_port),
+                },
                 logs,
             )
         )
@@ -483,6 +493,38 @@ def test_background_export_is_served_by_nginx(stack: Stack) -> None:
 
     direct = stack.request("GET", f"/_exports/{result['filename']}")
     assert direct.status == 404, direct.body[:500]
+
+
+def scrape(port: int) -> tuple[int, str]:
+    """Status and body of ``/metrics`` straight from a stack process."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode()
+    finally:
+        connection.close()
+
+
+def test_metrics_are_scraped_past_nginx_never_through_it(stack: Stack) -> None:
+    """Through nginx /metrics is a 404 problem; gunicorn's workers and the
+    Celery worker serve theirs on their own ports."""
+    hidden = stack.request("GET", "/metrics")
+    assert hidden.status == 404, hidden.body[:500]
+    assert hidden.headers.get_content_type() == "application/problem+json"
+    assert hidden.json()["status"] == 404
+
+    status, text = scrape(stack.metrics_ports["gunicorn"])
+    assert status == 200, text[:500]
+    # The /healthz polls that waited for the stack, from either worker.
+    assert re.search(
+        r'^http_requests_total\{endpoint="health.healthz",method="GET",'
+        r'status="200"\} [1-9]',
+        text,
+        flags=re.MULTILINE,
+    ), text[:2000]
+    status, text = scrape(stack.metrics_ports["celery"])
+    assert status == 200, text[:500]
 
 
 def test_concurrent_requests_get_their_own_request_id(stack: Stack) -> None:

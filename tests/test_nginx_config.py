@@ -160,3 +160,13 @@ def test_exports_are_internal_and_buffering_is_the_apps_call(shipped: str) -> No
     )
     assert "proxy_ignore_headers" not in shipped
     assert directive(shipped, "proxy_buffering") == "on"
+
+
+def test_metrics_are_not_served_through_nginx(shipped: str) -> None:
+    """/metrics is scraped at gunicorn's address; through nginx it is a 404
+    problem, whatever the app would answer."""
+    assert re.search(
+        r"location = /metrics \{\s*default_type application/problem\+json;"
+        r"\s*return 404 '\{[^']*\"status\":404",
+        shipped,
+    )

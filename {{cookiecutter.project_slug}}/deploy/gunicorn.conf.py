@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +45,11 @@ DEFAULT_THREADS = 4
 DEFAULT_TIMEOUT = 30
 DEFAULT_GRACEFUL_TIMEOUT = 30
 DEFAULT_KEEPALIVE = 75
+# prometheus_client's own variable: the directory where every worker writes
+# its metrics, so /metrics adds up all of them (deploy/README.md, Metrics).
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# Marks a directory metrics_dir() made, so on_exit removes only that one.
+PRIVATE_METRICS_DIR_VARIABLE = "GUNICORN_PRIVATE_METRICS_DIR"
 
 # Every variable this file reads; any other GUNICORN_ name is a mistake.
 # GUNICORN_CMD_ARGS is gunicorn's own (extra command-line flags).
@@ -63,6 +70,7 @@ KNOWN_VARIABLES = frozenset(
         "MAX_REQUESTS_JITTER",
         "MAX_WORKERS",
         "PRELOAD_APP",
+        "PRIVATE_METRICS_DIR",
         "PROC_NAME",
         "THREADS",
         "TIMEOUT",
@@ -335,7 +343,8 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def on_starting(server: Any) -> None:
-    """Say once how many workers of which kind start, and why that many."""
+    """Say once how many workers of which kind start, and why that many;
+    start the metrics directory afresh."""
     server.log.info(
         "%s: %d %s worker(s) x %d thread(s), CPU limit %d",
         server.cfg.proc_name,
@@ -344,6 +353,54 @@ def on_starting(server: Any) -> None:
         server.cfg.threads,
         cpu_limit(),
     )
+    directory = os.environ[METRICS_DIR_VARIABLE]
+    reset_metrics_dir(Path(directory))
+    server.log.info("metrics of all workers in %s", directory)
+
+
+def reset_metrics_dir(path: Path) -> None:
+    """Create the metrics directory, or empty it of an earlier run's files:
+    those processes are gone and their counts must not carry over."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker exited (recycled, killed or crashed): drop its share of the
+    live gauges, such as requests in progress. Its counters stay in the
+    directory, so totals never go back when a worker is replaced."""
+    # Imported here, not at the top: prometheus_client picks its storage when
+    # first imported, which must come after metrics_dir() has run.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def metrics_dir(shared_memory: Path = SHARED_MEMORY) -> str:
+    """The directory where every worker writes its metrics.
+
+    Without one, each worker would count alone and /metrics would show
+    whichever worker answered the scrape. When PROMETHEUS_MULTIPROC_DIR is
+    unset, this gunicorn gets a private directory (on tmpfs where there is
+    one, named after the master's pid so two gunicorns never share it),
+    removed again by on_exit.
+    """
+    configured = os.environ.get(METRICS_DIR_VARIABLE)
+    if configured:
+        return configured
+    base = shared_memory if shared_memory.is_dir() else Path(tempfile.gettempdir())
+    private = str(base / f"{PACKAGE}-metrics-{os.getpid()}")
+    os.environ[METRICS_DIR_VARIABLE] = private
+    os.environ[PRIVATE_METRICS_DIR_VARIABLE] = private
+    return private
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory this gunicorn made for itself."""
+    private = os.environ.get(PRIVATE_METRICS_DIR_VARIABLE)
+    if private and private == os.environ.get(METRICS_DIR_VARIABLE):
+        shutil.rmtree(private, ignore_errors=True)
 
 
 check_variables(os.environ)
@@ -372,6 +429,7 @@ max_requests = env_int("MAX_REQUESTS", 1000)
 max_requests_jitter = env_int("MAX_REQUESTS_JITTER", 100)
 
 worker_tmp_dir = heartbeat_dir()
+metrics_directory = metrics_dir()  # not a gunicorn setting; sets the variable
 preload_app = env_bool("PRELOAD_APP", default=False)
 
 # Trust X-Forwarded-Proto from nginx on this host only, and no other

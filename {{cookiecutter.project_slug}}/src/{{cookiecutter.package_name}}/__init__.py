@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import cli, config, http, logs
+from . import cli, config, http, logs, metrics
 {%- if cookiecutter.use_celery == "y" %}
 from .celery_app import init_celery
 {%- endif %}
@@ -81,6 +81,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db)
     http.init_app(app)
+    metrics.init_app(app)
     cli.init_app(app)
 {%- if cookiecutter.use_celery == "y" %}
     init_celery(app)

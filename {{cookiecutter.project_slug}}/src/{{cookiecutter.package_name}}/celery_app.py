@@ -29,6 +29,7 @@ from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
 from . import logs, sentry
 from .background import ensure_plain_call
+from .metrics import tasks as task_metrics
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ def init_celery(app: Flask) -> Celery:
         Path(app.instance_path) / "celerybeat-schedule"
     )
     celery.flask_app = app
+    task_metrics.connect_signals()
     celery.set_default()
     app.extensions["celery"] = celery
     return celery

@@ -189,6 +189,8 @@ class BaseConfig:
         self.SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT", self.ENV_NAME)
         self.SENTRY_RELEASE = env_str("SENTRY_RELEASE")
         self.SENTRY_TRACES_SAMPLE_RATE = env_fraction("SENTRY_TRACES_SAMPLE_RATE", 0.0)
+        # Prometheus metrics at /metrics (see the README's Metrics section).
+        self.METRICS_ENABLED = env_flag("METRICS_ENABLED", True)
 {%- if cookiecutter.use_celery == "y" %}
         self.REDIS_URL = env_str("REDIS_URL")
         self.CELERY = celery_settings(self.REDIS_URL)
@@ -199,6 +201,9 @@ class BaseConfig:
         self.EXPORT_X_ACCEL = env_flag("EXPORT_X_ACCEL", self.ENV_NAME == "production")
         self.EXPORT_ACCEL_PREFIX = env_str("EXPORT_ACCEL_PREFIX", "/_exports/")
         self.EXPORT_TTL_HOURS = env_int("EXPORT_TTL_HOURS", 24)
+        # The Celery worker's own /metrics endpoint; port 0 turns it off.
+        self.WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
+        self.WORKER_METRICS_HOST = env_str("WORKER_METRICS_HOST", "127.0.0.1")
 {%- endif %}
 
     def default_database_url(self) -> str | None:
