@@ -48,6 +48,17 @@ _APP_VARIABLES = (
     "SENTRY_ENVIRONMENT",
     "SENTRY_RELEASE",
     "SENTRY_TRACES_SAMPLE_RATE",
+    "METRICS_ENABLED",
+    "PROMETHEUS_MULTIPROC_DIR",
+{%- if cookiecutter.use_celery == "y" %}
+    # The session's Redis is read before this list is cleared (redis_server).
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "CELERY_KEY_PREFIX",
+    "WORKER_METRICS_HOST",
+    "WORKER_METRICS_PORT",
+{%- endif %}
 )
 
 
