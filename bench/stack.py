@@ -34,7 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 sys.path.insert(0, str(ROOT / "tests"))
-from nginx_support import CONF, free_port, mime_types, render_for_prefix  # noqa: E402
+from nginx_support import (  # noqa: E402
+    CONF,
+    free_port,
+    mime_types,
+    render_for_prefix,
+    replace_once,
+)
 from template_support import clean_env, defaults, find_python  # noqa: E402
 from test_e2e_stack import Service, start  # noqa: E402
 
@@ -188,7 +194,7 @@ class Stack:
         world-searchable: nginx's workers read files as another user),
         changed by ``edit``; returns its port and prefix."""
         prefix = self.workdir / name
-        prefix.mkdir(parents=True)
+        prefix.mkdir(parents=True, exist_ok=True)
         for directory in (self.workdir, prefix):
             directory.chmod(0o755)
         port = free_port()
@@ -224,6 +230,20 @@ class Stack:
         for service in reversed(self.services):
             service.stop()
         self.services.clear()
+
+
+RATE_LIMIT_LINES = (
+    "            limit_req zone=api_rate burst=40 nodelay;\n",
+    "            limit_conn api_conn 20;\n",
+)
+
+
+def without_rate_limit(config: str) -> str:
+    """A rendered nginx config minus the /api/ rate and connection limits,
+    for load from one client address (it would measure the limiter)."""
+    for line in RATE_LIMIT_LINES:
+        config = replace_once(config, line, "")
+    return config
 
 
 def port_open(port: int) -> bool:
