@@ -151,7 +151,7 @@ def since_for(database_url: str, rows: int) -> str:
 
 
 def rss_growth(
-    stack: Stack, env: dict[str, str], path: str, expected_rows: int
+    stack: Stack, env: dict[str, str], fmt: str, query: str, expected_rows: int
 ) -> dict[str, Any]:
     """Peak RSS growth of a fresh single gunicorn worker over one export,
     after a warm-up (a request and an empty export) has loaded the code."""
@@ -159,10 +159,10 @@ def rss_growth(
     service = stack.gunicorn("gunicorn-rss", env, port)
     try:
         (worker,) = children(service.process.pid)
-        fmt = path.split(".")[-1].split("?")[0]
-        count(http_stream(port, f"/api/events/export.{fmt}?kind=nothing-matches"))
+        path = f"/api/events/export.{fmt}"
+        count(http_stream(port, f"{path}?kind=nothing-matches"))
         before = status_kib(worker, "VmHWM")
-        size, lines = count(http_stream(port, path))
+        size, lines = count(http_stream(port, path + query))
         after = status_kib(worker, "VmHWM")
     finally:
         stack.stop(service)
@@ -217,9 +217,7 @@ def main() -> int:
             since = quote(since_for(database_url, SMALL_EXPORT_ROWS))
             small_rows = min(SMALL_EXPORT_ROWS, args.rows)
             result["rss"] = {
-                f"{fmt}_{label}": rss_growth(
-                    stack, env, f"/api/events/export.{fmt}{suffix}", expected
-                )
+                f"{fmt}_{label}": rss_growth(stack, env, fmt, suffix, expected)
                 for fmt in ("csv", "ndjson")
                 for label, suffix, expected in (
                     ("small", f"?since={since}", small_rows),
