@@ -123,17 +123,17 @@ def postgres_database(prefix: str = "bench") -> Iterator[str]:
 
 def app_env(workdir: Path, database_url: str, **extra: str) -> dict[str, str]:
     """Production settings, as deploy/README.md runs the app."""
-    return clean_env(
-        APP_ENV="production",
-        SECRET_KEY=secrets.token_urlsafe(48)[:48],
-        DATABASE_URL=database_url,
-        REDIS_URL=REDIS_URL,
-        CELERY_KEY_PREFIX=f"bench-{uuid.uuid4().hex[:8]}:",
-        INSTANCE_PATH=str(workdir / "instance"),
-        LOG_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
-        **extra,
-    )
+    settings = {
+        "APP_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(48)[:48],
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "CELERY_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
+        "INSTANCE_PATH": str(workdir / "instance"),
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return clean_env(**{**settings, **extra})
 
 
 def flask(project: Project, env: dict[str, str], *args: str) -> None:
