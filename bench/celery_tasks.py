@@ -15,46 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
 
-from cookiecutter.main import cookiecutter
-
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-sys.path.insert(0, str(ROOT / "tests"))
-from template_support import defaults, find_python  # noqa: E402
+from stack import BENCH, bake_and_install, run
 
 TARGET = 0.9
-
-
-def run(command: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, check=True, text=True, **options)  # noqa: S603
-
-
-def bake_and_install(workdir: Path) -> tuple[Path, Path, str]:
-    project = Path(
-        cookiecutter(
-            str(ROOT), no_input=True, output_dir=str(workdir), default_config=True
-        )
-    )
-    package = next(p.name for p in (project / "src").iterdir() if p.is_dir())
-    venv = project / ".venv"
-    python = venv / "bin" / "python"
-    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
-    env = {**os.environ, "UV_CACHE_DIR": str(ROOT / ".cache" / "uv")}
-    interpreter = find_python(defaults()["python_version"]) or sys.executable
-    run([uv, "venv", "-q", "--python", interpreter, str(venv)], env=env)
-    run(
-        [uv, "pip", "install", "-q", "--python", str(python), "-e", str(project)],
-        env=env,
-    )
-    return project, python, package
 
 
 def main() -> int:
@@ -69,7 +38,8 @@ def main() -> int:
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
     with tempfile.TemporaryDirectory(prefix="celery-bench-") as tmp:
         workdir = Path(tmp)
-        project, python, package = bake_and_install(workdir)
+        baked = bake_and_install(workdir)
+        project, python, package = baked.path, baked.python, baked.package
         env = {
             **os.environ,
             "APP_ENV": "testing",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -24,9 +23,6 @@ from {{ cookiecutter.package_name }}.extensions import db
 
 from support import checked_out, problem_of, wait_for
 
-ON_POSTGRESQL = os.environ.get("DATABASE_URL", "").startswith(
-    ("postgres", "postgresql")
-)
 SOCKET_BUFFER = 16384
 TRICKY_PAYLOADS = [
     "",
@@ -215,35 +211,60 @@ def test_a_client_that_hangs_up_leaves_nothing_open(
     assert idle_in_transaction(app) == 0
 
 
-if ON_POSTGRESQL:
+AWKWARD_AMOUNTS = ["0.00", "0.01", "0.10", "12.30", "-5.00", "7", "9999999999.99"]
+AWKWARD_TIMES = [
+    "2026-05-06T07:08:09+00:00",
+    "2026-05-06T07:08:09.000001+02:00",
+    "1999-12-31T23:59:59.999999-05:00",
+]
 
-    def test_copy_path_writes_what_the_portable_path_writes(
-        make_app: Callable[..., Flask],
-    ) -> None:
-        app = make_app()
-        client = app.test_client()
-        for payload in TRICKY_PAYLOADS:
-            client.post(
-                "/api/events",
-                json={
-                    "owner_id": 2,
-                    "kind": "k",
-                    "amount": "12.30",
-                    "payload": payload,
-                },
-            )
-        with app.app_context():
-            seed_events(200, seed=5)
-            filters = export.ExportFilters()
-            copied = b"".join(export.csv_chunks(filters))
-            with db.engine.connect() as connection:
-                buffer = io.StringIO()
-                writer = csv.writer(buffer, lineterminator="\n")
-                writer.writerow(export.COLUMNS)
-                for rows in export._stream(connection, export.export_query(filters)):
-                    writer.writerows(export._csv_fields(row) for row in rows)
-            db.session.remove()
-        assert copied.decode() == buffer.getvalue()
+
+def test_the_database_formats_rows_as_python_would(
+    make_app: Callable[..., Flask],
+) -> None:
+    """The database writes each column as text (COPY on PostgreSQL, the same
+    query elsewhere); the file is byte for byte what Python writes from the
+    typed values, for awkward payloads, amounts and timestamps alike."""
+    app = make_app()
+    client = app.test_client()
+    for index, payload in enumerate(TRICKY_PAYLOADS):
+        created = client.post(
+            "/api/events",
+            json={
+                "owner_id": 2,
+                "kind": "k",
+                "amount": AWKWARD_AMOUNTS[index % len(AWKWARD_AMOUNTS)],
+                "payload": payload,
+                "occurred_at": AWKWARD_TIMES[index % len(AWKWARD_TIMES)],
+            },
+        )
+        assert created.status_code == 201, created.get_json()
+    with app.app_context():
+        seed_events(200, seed=5)
+        filters = export.ExportFilters()
+        written_csv = b"".join(export.csv_chunks(filters)).decode()
+        written_ndjson = b"".join(export.ndjson_chunks(filters)).decode()
+        with db.engine.connect() as connection:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(export.COLUMNS)
+            lines = []
+            for rows in export._stream(connection, export.export_query(filters)):
+                fields = [export._csv_fields(row) for row in rows]
+                writer.writerows(fields)
+                lines += [
+                    json.dumps(
+                        dict(zip(export.COLUMNS, row, strict=True)),
+                        ensure_ascii=False,
+                        separators=(",", ":"),
+                    )
+                    + "\n"
+                    for row in fields
+                ]
+        db.session.remove()
+    assert written_csv == buffer.getvalue()
+    assert written_ndjson == "".join(lines)
+    assert len(lines) == len(TRICKY_PAYLOADS) + 200
 
 
 def test_timestamps_are_utc_with_microseconds(make_app: Callable[..., Flask]) -> None:

@@ -7,21 +7,24 @@ Closing the generator (the export finished, or the client went away) leaves
 the ``with`` block: the cursor is closed, the transaction rolled back and the
 connection returned to the pool.
 
-On PostgreSQL, CSV comes straight from ``COPY ... TO STDOUT``: the server
-formats the rows, Python only forwards bytes. Every other case formats rows
-in Python, in the same format, so a file does not depend on the database.
+The database formats every column as the file's text (``_text_query``):
+Python makes no UUID, Decimal or datetime object per row. On PostgreSQL, CSV
+comes straight from ``COPY ... TO STDOUT`` of that query, so Python only
+forwards bytes; every other case writes the query's rows with ``csv`` or
+``json``. Either way a file is the same bytes whatever the database.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from json.encoder import encode_basestring as json_string
 from typing import Any
 
-from sqlalchemy import Select, String, cast, func, literal_column, select
+from sqlalchemy import Float, Select, String, cast, func, literal_column, select
+from sqlalchemy import type_coerce as as_type
 from sqlalchemy.engine import Connection, Row
 
 from ..extensions import db
@@ -30,9 +33,16 @@ from .schemas import ExportFilters
 
 COLUMNS = ("id", "owner_id", "kind", "amount", "payload", "occurred_at", "created_at")
 BATCH_ROWS = 5000
+# COPY hands over one row at a time; chunks this large keep the number of
+# writes to the client (and chunk headers) small.
+COPY_CHUNK_BYTES = 64 * 1024
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
 # The same format, spelled for PostgreSQL's to_char.
 PG_TIMESTAMP_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'
+JSON_LINE = (
+    '{"id":%s,"owner_id":%d,"kind":%s,"amount":%s,"payload":%s,'
+    '"occurred_at":%s,"created_at":%s}\n'
+)
 
 
 def export_query(filters: ExportFilters) -> Select[Any]:
@@ -68,6 +78,7 @@ def _timestamp(value: datetime) -> str:
 
 
 def _csv_fields(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A row of ``export_query`` (typed values) as the file's fields."""
     event_id, owner_id, kind, amount, payload, occurred_at, created_at = row
     return (
         str(event_id),
@@ -80,29 +91,28 @@ def _csv_fields(row: Sequence[Any]) -> tuple[Any, ...]:
     )
 
 
-def _json_line(row: Sequence[Any]) -> str:
-    event_id, owner_id, kind, amount, payload, occurred_at, created_at = row
-    record = {
-        "id": str(event_id),
-        "owner_id": owner_id,
-        "kind": kind,
-        "amount": str(amount),
-        "payload": payload,
-        "occurred_at": _timestamp(occurred_at),
-        "created_at": _timestamp(created_at),
-    }
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+def _json_line(fields: Sequence[Any]) -> str:
+    """The line ``json.dumps(dict(zip(COLUMNS, fields)), ensure_ascii=False,
+    separators=(",", ":"))`` writes, built directly: a third of the time.
+    ``json_string`` is the string encoder json.dumps itself uses."""
+    event_id, owner_id, kind, amount, payload, occurred_at, created_at = fields
+    return JSON_LINE % (
+        json_string(event_id),
+        owner_id,
+        json_string(kind),
+        json_string(amount),
+        json_string(payload),
+        json_string(occurred_at),
+        json_string(created_at),
+    )
 
 
-def _copy_query(filters: ExportFilters) -> Select[Any]:
-    """The export query with every column formatted by PostgreSQL itself."""
-    base = export_query(filters).subquery()
-
+def _postgresql_text(base: Any) -> list[Any]:
     def stamp(column: Any) -> Any:
         utc = column.op("AT TIME ZONE")(literal_column("'UTC'"))
         return func.to_char(utc, PG_TIMESTAMP_FORMAT)
 
-    return select(
+    return [
         cast(base.c.id, String),
         base.c.owner_id,
         base.c.kind,
@@ -110,7 +120,46 @@ def _copy_query(filters: ExportFilters) -> Select[Any]:
         base.c.payload,
         stamp(base.c.occurred_at),
         stamp(base.c.created_at),
-    ).order_by(base.c.created_at, base.c.id)
+    ]
+
+
+def _sqlite_text(base: Any) -> list[Any]:
+    """SQLite holds what SQLAlchemy stored: UUIDs as 32 hex digits, amounts
+    as numbers, UTC timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    hex_id = func.lower(as_type(base.c.id, String))
+    dashed_id = func.substr(hex_id, 1, 8)
+    for start, length in ((9, 4), (13, 4), (17, 4), (21, 12)):
+        dashed_id = dashed_id + "-" + func.substr(hex_id, start, length)
+
+    def stamp(column: Any) -> Any:
+        return func.replace(as_type(column, String), " ", "T") + "+00:00"
+
+    return [
+        as_type(dashed_id, String),
+        base.c.owner_id,
+        base.c.kind,
+        # An amount has two decimals and at most 12 digits: a double holds
+        # it closely enough that rounding to two places gives it back.
+        as_type(func.printf("%.2f", as_type(base.c.amount, Float)), String),
+        base.c.payload,
+        stamp(base.c.occurred_at),
+        stamp(base.c.created_at),
+    ]
+
+
+TEXT_COLUMNS = {"postgresql": _postgresql_text, "sqlite": _sqlite_text}
+
+
+def _text_query(dialect: str, filters: ExportFilters) -> Select[Any]:
+    """The export query with every column already as the file writes it,
+    formatted by the database ``dialect`` (a key of ``TEXT_COLUMNS``)."""
+    base = export_query(filters).subquery()
+    columns = TEXT_COLUMNS[dialect](base)
+    return select(*columns).order_by(base.c.created_at, base.c.id)
+
+
+def _copy_query(filters: ExportFilters) -> Select[Any]:
+    return _text_query("postgresql", filters)
 
 
 def _copy_csv(connection: Connection, filters: ExportFilters) -> Iterator[bytes]:
@@ -121,9 +170,28 @@ def _copy_csv(connection: Connection, filters: ExportFilters) -> Iterator[bytes]
     # Python's csv module quotes: an empty payload stays unquoted.
     statement = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, NULL '\\N')"
     raw: Any = connection.connection.driver_connection  # psycopg's, untyped here
+    chunk = bytearray()
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
         for data in copy:
-            yield bytes(data)
+            chunk += data
+            if len(chunk) >= COPY_CHUNK_BYTES:
+                yield bytes(chunk)
+                chunk.clear()
+    if chunk:
+        yield bytes(chunk)
+
+
+def _text_rows(
+    connection: Connection, filters: ExportFilters
+) -> Iterator[Sequence[Any]]:
+    """Batches of rows as the file writes them: formatted by the database
+    when it can, else by Python from typed values."""
+    dialect = connection.dialect.name
+    if dialect in TEXT_COLUMNS:
+        yield from _stream(connection, _text_query(dialect, filters))
+        return
+    for rows in _stream(connection, export_query(filters)):
+        yield [_csv_fields(row) for row in rows]
 
 
 def csv_chunks(filters: ExportFilters) -> Iterator[bytes]:
@@ -136,15 +204,15 @@ def csv_chunks(filters: ExportFilters) -> Iterator[bytes]:
         if connection.dialect.name == "postgresql":
             yield from _copy_csv(connection, filters)
             return
-        for rows in _stream(connection, export_query(filters)):
+        for rows in _text_rows(connection, filters):
             buffer.seek(0)
             buffer.truncate()
-            writer.writerows(_csv_fields(row) for row in rows)
+            writer.writerows(rows)
             yield buffer.getvalue().encode()
 
 
 def ndjson_chunks(filters: ExportFilters) -> Iterator[bytes]:
     """One JSON object per line, one chunk per batch of rows."""
     with db.engine.connect() as connection:
-        for rows in _stream(connection, export_query(filters)):
-            yield "".join(_json_line(row) for row in rows).encode()
+        for rows in _text_rows(connection, filters):
+            yield "".join(map(_json_line, rows)).encode()

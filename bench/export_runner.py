@@ -1,0 +1,193 @@
+"""Runs inside a baked project's virtualenv (``python export_runner.py
+PACKAGE COMMAND ...``); prints one JSON object on its last line.
+
+Commands:
+
+``copy-sql``
+    The SQL of the app's COPY export with the export's column names as
+    labels, for ``psql \\copy`` to run the very same query.
+
+``portable ROUNDS``
+    Times the app's export generators (``csv_chunks``, ``ndjson_chunks``)
+    against a plain loop over ORM objects from ``yield_per`` written with
+    ``csv.writer`` / ``json.dumps`` row by row, on the database of
+    ``DATABASE_URL``. Rounds alternate between the kinds; medians are kept.
+    Every pair must write byte-identical output (sha256), so a fast wrong
+    answer cannot pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib
+import io
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sqlalchemy import select
+
+CHUNK_CHARS = 64 * 1024
+YIELD_PER = 1000
+
+
+def load(package: str) -> tuple[Any, Any, Any, Any]:
+    create_app = importlib.import_module(package).create_app
+    export = importlib.import_module(f"{package}.events.export")
+    models = importlib.import_module(f"{package}.events.models")
+    extensions = importlib.import_module(f"{package}.extensions")
+    return create_app, export, models.Event, extensions.db
+
+
+def plain_csv(export: Any, event_model: Any, db: Any) -> Iterator[bytes]:
+    """What one writes without thinking about speed: ORM objects in
+    batches from ``yield_per``, one ``writerow`` each, the same format."""
+    stamp = export.TIMESTAMP_FORMAT
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(export.COLUMNS)
+    query = (
+        select(event_model)
+        .order_by(event_model.created_at, event_model.id)
+        .execution_options(yield_per=YIELD_PER)
+    )
+    for event in db.session.scalars(query):
+        writer.writerow(
+            (
+                str(event.id),
+                event.owner_id,
+                event.kind,
+                str(event.amount),
+                event.payload,
+                event.occurred_at.strftime(stamp),
+                event.created_at.strftime(stamp),
+            )
+        )
+        if buffer.tell() > CHUNK_CHARS:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+    db.session.remove()
+
+
+def plain_ndjson(export: Any, event_model: Any, db: Any) -> Iterator[bytes]:
+    stamp = export.TIMESTAMP_FORMAT
+    query = (
+        select(event_model)
+        .order_by(event_model.created_at, event_model.id)
+        .execution_options(yield_per=YIELD_PER)
+    )
+    lines: list[str] = []
+    for event in db.session.scalars(query):
+        record = {
+            "id": str(event.id),
+            "owner_id": event.owner_id,
+            "kind": event.kind,
+            "amount": str(event.amount),
+            "payload": event.payload,
+            "occurred_at": event.occurred_at.strftime(stamp),
+            "created_at": event.created_at.strftime(stamp),
+        }
+        lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+        lines.append("\n")
+        if len(lines) >= 2 * YIELD_PER:
+            yield "".join(lines).encode()
+            lines.clear()
+    yield "".join(lines).encode()
+    db.session.remove()
+
+
+def consume(chunks: Iterator[bytes]) -> tuple[int, int, str]:
+    """Bytes, lines and sha256 of a stream; hashing costs both sides alike
+    and is small next to making the rows."""
+    size = lines = 0
+    hasher = hashlib.sha256()
+    for chunk in chunks:
+        size += len(chunk)
+        lines += chunk.count(b"\n")
+        hasher.update(chunk)
+    return size, lines, hasher.hexdigest()
+
+
+def portable(package: str, rounds: int) -> dict[str, Any]:
+    create_app, export, event_model, db = load(package)
+    app = create_app()
+    filters = export.ExportFilters()
+    kinds: dict[str, Callable[[], Iterator[bytes]]] = {
+        "app_csv": lambda: export.csv_chunks(filters),
+        "plain_csv": lambda: plain_csv(export, event_model, db),
+        "app_ndjson": lambda: export.ndjson_chunks(filters),
+        "plain_ndjson": lambda: plain_ndjson(export, event_model, db),
+    }
+    with app.app_context():
+        dialect = db.engine.dialect.name
+        rows = db.session.scalar(select(db.func.count()).select_from(event_model))
+        db.session.remove()
+        timings: dict[str, list[float]] = {kind: [] for kind in kinds}
+        sizes: dict[str, tuple[int, int, str]] = {}
+        for _ in range(rounds):
+            for kind, make in kinds.items():
+                started = time.perf_counter()
+                sizes[kind] = consume(make())
+                timings[kind].append(time.perf_counter() - started)
+    expected_lines = {"csv": rows + 1, "ndjson": rows}
+    result: dict[str, Any] = {"dialect": dialect, "rows": rows}
+    for kind, values in timings.items():
+        size, lines, sha256 = sizes[kind]
+        fmt = kind.split("_")[1]
+        if lines != expected_lines[fmt]:
+            raise SystemExit(f"{kind}: {lines} lines for {rows} rows")
+        seconds = statistics.median(values)
+        result[kind] = {
+            "seconds": seconds,
+            "rows_per_second": rows / seconds,
+            "bytes": size,
+            "sha256": sha256,
+            "rounds": values,
+        }
+    for fmt in ("csv", "ndjson"):
+        if result[f"app_{fmt}"]["sha256"] != result[f"plain_{fmt}"]["sha256"]:
+            raise SystemExit(f"{fmt}: the app and the plain loop wrote different bytes")
+        result[f"ratio_{fmt}"] = (
+            result[f"plain_{fmt}"]["seconds"] / result[f"app_{fmt}"]["seconds"]
+        )
+    return result
+
+
+def copy_sql(package: str) -> dict[str, Any]:
+    create_app, export, _, db = load(package)
+    app = create_app()
+    with app.app_context():
+        query = export._copy_query(export.ExportFilters())
+        labelled = query.with_only_columns(
+            *(
+                column.label(name)
+                for column, name in zip(
+                    query.selected_columns, export.COLUMNS, strict=True
+                )
+            )
+        )
+        compiled = labelled.compile(
+            dialect=db.engine.dialect, compile_kwargs={"literal_binds": True}
+        )
+    return {"sql": " ".join(str(compiled).split())}
+
+
+def main() -> None:
+    package, command, *rest = sys.argv[1:]
+    if command == "portable":
+        result = portable(package, int(rest[0]))
+    elif command == "copy-sql":
+        result = copy_sql(package)
+    else:
+        raise SystemExit(f"unknown command {command!r}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""What the benchmarks share: a baked and installed project, a throwaway
+PostgreSQL database, and the real processes (gunicorn with the shipped
+``deploy/gunicorn.conf.py``, nginx with the shipped ``deploy/nginx/nginx.conf``
+rendered for local ports and paths).
+
+Process handling and the nginx rendering are the template tests' own
+(``tests/test_e2e_stack.py``, ``tests/nginx_support.py``), imported here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from cookiecutter.main import cookiecutter
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+sys.path.insert(0, str(ROOT / "tests"))
+from nginx_support import (  # noqa: E402
+    CONF,
+    free_port,
+    mime_types,
+    render_for_prefix,
+    replace_once,
+)
+from template_support import clean_env, defaults, find_python  # noqa: E402
+from test_e2e_stack import Service, start  # noqa: E402
+
+POSTGRES_SERVER = os.environ.get(
+    "BENCH_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432"
+)
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+HOST = "127.0.0.1"
+
+
+def run(command: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, check=True, text=True, **options)  # noqa: S603
+
+
+@dataclass
+class Project:
+    path: Path
+    package: str
+
+    @property
+    def python(self) -> Path:
+        return self.path / ".venv" / "bin" / "python"
+
+    def bin(self, name: str) -> str:
+        return str(self.path / ".venv" / "bin" / name)
+
+
+def bake_and_install(workdir: Path) -> Project:
+    """The template baked with its defaults, installed into its own venv."""
+    project = Path(
+        cookiecutter(
+            str(ROOT), no_input=True, output_dir=str(workdir), default_config=True
+        )
+    )
+    package = next(p.name for p in (project / "src").iterdir() if p.is_dir())
+    venv = project / ".venv"
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+    env = {**os.environ, "UV_CACHE_DIR": str(ROOT / ".cache" / "uv")}
+    interpreter = find_python(defaults()["python_version"]) or sys.executable
+    run([uv, "venv", "-q", "--python", interpreter, str(venv)], env=env)
+    python = venv / "bin" / "python"
+    run(
+        [uv, "pip", "install", "-q", "--python", str(python), "-e", str(project)],
+        env=env,
+    )
+    return Project(project, package)
+
+
+@contextlib.contextmanager
+def project_from(existing: str | None) -> Iterator[Project]:
+    """``existing`` (a baked project with its .venv, for quick reruns), or a
+    fresh default bake in a temporary directory."""
+    if existing:
+        path = Path(existing).resolve()
+        package = next(p.name for p in (path / "src").iterdir() if p.is_dir())
+        yield Project(path, package)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-bake-") as tmp:
+        yield bake_and_install(Path(tmp))
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str = "bench") -> Iterator[str]:
+    """A new database on the local server, dropped afterwards; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = f"{POSTGRES_SERVER}/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"{POSTGRES_SERVER}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(name)
+                )
+            )
+
+
+def app_env(workdir: Path, database_url: str, **extra: str) -> dict[str, str]:
+    """Production settings, as deploy/README.md runs the app."""
+    settings = {
+        "APP_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(48)[:48],
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "CELERY_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
+        "INSTANCE_PATH": str(workdir / "instance"),
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return clean_env(**{**settings, **extra})
+
+
+def flask(project: Project, env: dict[str, str], *args: str) -> None:
+    """``flask --app <package>.wsgi ARGS`` in the project, output hidden."""
+    command = [project.bin("flask"), "--app", f"{project.package}.wsgi", *args]
+    run(command, cwd=project.path, env=env, stdout=subprocess.DEVNULL)
+
+
+def wait_for(condition: Callable[[], Any], seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out after {seconds}s waiting for {what}")
+
+
+def answers(port: int, path: str = "/healthz") -> bool:
+    try:
+        return http_get(port, path, timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+class Stack:
+    """gunicorn and nginx processes of one benchmark, stopped together."""
+
+    def __init__(self, project: Project, workdir: Path) -> None:
+        self.project = project
+        self.workdir = workdir
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.services: list[Service] = []
+
+    def gunicorn(self, name: str, env: dict[str, str], port: int) -> Service:
+        """gunicorn -c deploy/gunicorn.conf.py, settings from ``env``
+        (``GUNICORN_*``), bound to ``port``; returns once /healthz answers."""
+        command = [self.project.bin("gunicorn"), "-c", "deploy/gunicorn.conf.py"]
+        service = start(
+            name,
+            command,
+            self.project.path,
+            {**env, "GUNICORN_BIND": f"{HOST}:{port}"},
+            self.logs,
+        )
+        self.services.append(service)
+        self.wait(service, port)
+        return service
+
+    def nginx(
+        self,
+        name: str,
+        upstream_port: int,
+        edit: Callable[[str], str] = lambda text: text,
+    ) -> tuple[int, Path]:
+        """nginx with the shipped config rendered for a private prefix (made
+        world-searchable: nginx's workers read files as another user),
+        changed by ``edit``; returns its port and prefix."""
+        prefix = self.workdir / name
+        prefix.mkdir(parents=True, exist_ok=True)
+        for directory in (self.workdir, prefix):
+            directory.chmod(0o755)
+        port = free_port()
+        conf_dir = prefix / "conf"
+        conf_dir.mkdir()
+        shutil.copy(mime_types(NGINX), conf_dir / "mime.types")
+        shipped = (self.project.path / CONF).read_text(encoding="utf-8")
+        conf = conf_dir / "nginx.conf"
+        conf.write_text(
+            edit(render_for_prefix(shipped, prefix, port, upstream_port)),
+            encoding="utf-8",
+        )
+        command = [NGINX, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"]
+        service = start(name, command, prefix, clean_env(), self.logs)
+        self.services.append(service)
+        wait_for(lambda: port_open(port) or self.check(service), 30, name)
+        return port, prefix
+
+    def wait(self, service: Service, port: int) -> None:
+        wait_for(lambda: answers(port) or self.check(service), 60, service.name)
+
+    @staticmethod
+    def check(service: Service) -> bool:
+        if service.process.poll() is not None:
+            raise RuntimeError(f"{service.name} exited\n{service.tail()}")
+        return False
+
+    def stop(self, service: Service) -> None:
+        service.stop()
+        self.services.remove(service)
+
+    def close(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+
+
+RATE_LIMIT_LINES = (
+    "            limit_req zone=api_rate burst=40 nodelay;\n",
+    "            limit_conn api_conn 20;\n",
+)
+
+
+def without_rate_limit(config: str) -> str:
+    """A rendered nginx config minus the /api/ rate and connection limits,
+    for load from one client address (it would measure the limiter)."""
+    for line in RATE_LIMIT_LINES:
+        config = replace_once(config, line, "")
+    return config
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def http_stream(
+    port: int, path: str, timeout: float = 600, headers: str = ""
+) -> Iterator[bytes]:
+    """The body of an HTTP/1.0 GET, as raw socket reads: no chunked coding
+    and no client library between the server and the byte counter. Raises
+    unless the status is 200."""
+    with socket.create_connection((HOST, port), timeout=timeout) as client:
+        client.sendall(f"GET {path} HTTP/1.0\r\nHost: {HOST}\r\n{headers}\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = client.recv(65536)
+            if not data:
+                raise RuntimeError(f"GET {path}: connection closed in the headers")
+            head += data
+        head, _, body = head.partition(b"\r\n\r\n")
+        status = head.split(b" ", 2)[1]
+        if status != b"200":
+            raise RuntimeError(f"GET {path}: {head.decode()}\n{body[:500]!r}")
+        if body:
+            yield body
+        while data := client.recv(262144):
+            yield data
+
+
+def http_get(port: int, path: str, timeout: float = 60) -> tuple[int, bytes]:
+    """Status and body of a small GET (HTTP/1.0, one connection)."""
+    with socket.create_connection((HOST, port), timeout=timeout) as client:
+        client.sendall(f"GET {path} HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+        response = b""
+        while data := client.recv(65536):
+            response += data
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii")
+    return [int(child) for child in text.split()]
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A ``/proc/<pid>/status`` memory figure (VmHWM, VmRSS) in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "rounds": values}
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    print("| " + " | ".join(header) + " |")
+    print("|" + " --- |" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")
