@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import Float, Select, String, cast, func, literal_column, select
 from sqlalchemy import type_coerce as as_type
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql import ColumnElement
 
 from ..extensions import db
 from .models import Event
@@ -127,7 +128,7 @@ def _sqlite_text(base: Any) -> list[Any]:
     """SQLite holds what SQLAlchemy stored: UUIDs as 32 hex digits, amounts
     as numbers, UTC timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff``."""
     hex_id = func.lower(as_type(base.c.id, String))
-    dashed_id = func.substr(hex_id, 1, 8)
+    dashed_id: ColumnElement[Any] = func.substr(hex_id, 1, 8)
     for start, length in ((9, 4), (13, 4), (17, 4), (21, 12)):
         dashed_id = dashed_id + "-" + func.substr(hex_id, start, length)
 
