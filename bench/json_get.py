@@ -9,9 +9,8 @@ headers, ProxyFix, validation, problem handlers, JSON provider) and by
 checked). Both run under the same ``gunicorn -c deploy/gunicorn.conf.py``
 (the baseline via ``GUNICORN_WSGI_APP``), each behind its own nginx with
 the same rendered config. The ratio is what the app's own layers cost.
-Worker recycling (``max_requests``) is off for both (``GUNICORN_MAX_REQUESTS=0``):
-under this load it restarts every worker every few seconds, and those boots
-would land in random rounds.
+Worker recycling (``max_requests``) is off for both (``GUNICORN_MAX_REQUESTS=0``)
+so that no worker's reboot lands in a random round.
 Target: app/bare >= 0.85 (requests/s).
 
 The shipped nginx config rate-limits ``/api/`` per client address
@@ -150,9 +149,7 @@ def main() -> int:
     ):
         workdir = Path(tmp)
         # Worker recycling off for both apps (celery_tasks.py turns off pool
-        # recycling likewise): at max_requests 1000 every worker restarts
-        # every few seconds under this load, and its boot lands in random
-        # rounds.
+        # recycling likewise), so no worker's reboot lands in a random round.
         env = app_env(workdir, database_url, GUNICORN_MAX_REQUESTS="0")
         flask(project, env, "db", "upgrade")
         flask(project, env, "seed", "--rows", str(args.rows), "--seed", "1")

@@ -424,9 +424,13 @@ timeout = env_int("TIMEOUT", DEFAULT_TIMEOUT)
 graceful_timeout = env_int("GRACEFUL_TIMEOUT", DEFAULT_GRACEFUL_TIMEOUT)
 keepalive = env_int("KEEPALIVE", DEFAULT_KEEPALIVE)
 
-# Recycle workers now and then to bound slow leaks, not all at once.
-max_requests = env_int("MAX_REQUESTS", 1000)
-max_requests_jitter = env_int("MAX_REQUESTS_JITTER", 100)
+# Recycle workers now and then to bound slow leaks. A worker is away while
+# its replacement boots, so rarely (at 1000 requests, busy workers were
+# replaced every few seconds and throughput dropped to nothing while they
+# all rebooted) and with a wide jitter, so workers started together are not
+# replaced together.
+max_requests = env_int("MAX_REQUESTS", 10000)
+max_requests_jitter = env_int("MAX_REQUESTS_JITTER", 2500)
 
 worker_tmp_dir = heartbeat_dir()
 metrics_directory = metrics_dir()  # not a gunicorn setting; sets the variable

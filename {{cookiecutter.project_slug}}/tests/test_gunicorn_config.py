@@ -172,7 +172,7 @@ def test_defaults_suit_nginx_on_the_same_host(config: ModuleType) -> None:
     # Above nginx's upstream keepalive_timeout (60s): nginx closes idle
     # connections first and never reuses one gunicorn is closing.
     assert config.keepalive == 75
-    assert (config.max_requests, config.max_requests_jitter) == (1000, 100)
+    assert (config.max_requests, config.max_requests_jitter) == (10000, 2500)
     assert config.forwarded_allow_ips == "127.0.0.1"
     assert config.secure_scheme_headers == {"X-FORWARDED-PROTO": "https"}
     assert config.preload_app is False
