@@ -160,6 +160,17 @@ def test_jobs_run_the_projects_make_targets(
     (build,) = commands["image"]
     assert build.startswith("docker build --file deploy/docker/Dockerfile ")
     assert build.endswith(" .")
+    assert (project / "deploy" / "docker" / "Dockerfile").is_file()
+    python_version = (project / ".python-version").read_text(encoding="utf-8")
+    assert python_version.strip() == combination_python(project)
+
+
+def combination_python(project: Path) -> str:
+    """The Python the bake targets, read from its ``requires-python``."""
+    pyproject = (project / "pyproject.toml").read_text(encoding="utf-8")
+    match = re.search(r'requires-python = ">=(\d+\.\d+)"', pyproject)
+    assert match, "requires-python not found"
+    return match.group(1)
 
 
 def test_services_match_the_options(baked: tuple[Path, dict[str, str]]) -> None:
