@@ -37,10 +37,8 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from stack import (
@@ -53,11 +51,10 @@ from stack import (
     free_port,
     http_get,
     http_stream,
-    postgres_database,
     print_table,
-    project_from,
     run,
     summary,
+    workspace,
     write_result,
 )
 
@@ -201,12 +198,7 @@ def main() -> int:
     args = parser.parse_args()
 
     result: dict[str, Any] = {"size_mb": args.size_mb, "rounds": args.rounds}
-    with (
-        project_from(args.project) as project,
-        tempfile.TemporaryDirectory(prefix="bench-download-") as tmp,
-        postgres_database() as database_url,
-    ):
-        workdir = Path(tmp)
+    with workspace(args.project, "download") as (project, workdir, database_url):
         prefix = workdir / "nginx"
         env = app_env(workdir, database_url, EXPORT_DIR=str(prefix / "exports"))
         flask(project, env, "db", "upgrade")

@@ -31,10 +31,8 @@ import hashlib
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -46,15 +44,14 @@ from stack import (
     Stack,
     app_env,
     children,
-    flask,
     free_port,
     http_stream,
-    postgres_database,
+    migrate_and_seed,
     print_table,
-    project_from,
     run,
     status_kib,
     summary,
+    workspace,
     write_result,
 )
 
@@ -178,11 +175,6 @@ def rss_growth(
     }
 
 
-def seed(project: Project, env: dict[str, str], rows: int) -> None:
-    flask(project, env, "db", "upgrade")
-    flask(project, env, "seed", "--rows", str(rows), "--seed", "1")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -193,14 +185,9 @@ def main() -> int:
     portable_on = [name for name in args.portable.split(",") if name]
 
     result: dict[str, Any] = {"rows": args.rows, "rounds": args.rounds}
-    with (
-        project_from(args.project) as project,
-        tempfile.TemporaryDirectory(prefix="bench-export-") as tmp,
-        postgres_database() as database_url,
-    ):
-        workdir = Path(tmp)
+    with workspace(args.project, "export") as (project, workdir, database_url):
         env = app_env(workdir, database_url, GUNICORN_WORKERS="1")
-        seed(project, env, args.rows)
+        migrate_and_seed(project, env, args.rows)
         query = runner(project, env, "copy-sql")["sql"]
 
         stack = Stack(project, workdir)
@@ -237,7 +224,7 @@ def main() -> int:
                 **env,
                 "DATABASE_URL": f"sqlite:///{workdir / 'export.db'}",
             }
-            seed(project, sqlite_env, args.rows)
+            migrate_and_seed(project, sqlite_env, args.rows)
             result["portable"]["sqlite"] = runner(
                 project, sqlite_env, "portable", str(args.rounds)
             )

@@ -35,10 +35,8 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from stack import (
@@ -46,14 +44,13 @@ from stack import (
     HOST,
     Stack,
     app_env,
-    flask,
     free_port,
     http_get,
-    postgres_database,
+    migrate_and_seed,
     print_table,
-    project_from,
     summary,
     without_rate_limit,
+    workspace,
     write_result,
 )
 
@@ -142,17 +139,11 @@ def main() -> int:
         "nginx_changes": "removed limit_req and limit_conn from location /api/",
         "gunicorn_changes": "GUNICORN_MAX_REQUESTS=0 (no worker recycling)",
     }
-    with (
-        project_from(args.project) as project,
-        tempfile.TemporaryDirectory(prefix="bench-json-") as tmp,
-        postgres_database() as database_url,
-    ):
-        workdir = Path(tmp)
+    with workspace(args.project, "json") as (project, workdir, database_url):
         # Worker recycling off for both apps (celery_tasks.py turns off pool
         # recycling likewise), so no worker's reboot lands in a random round.
         env = app_env(workdir, database_url, GUNICORN_MAX_REQUESTS="0")
-        flask(project, env, "db", "upgrade")
-        flask(project, env, "seed", "--rows", str(args.rows), "--seed", "1")
+        migrate_and_seed(project, env, args.rows)
         bare_env = {
             **env,
             "GUNICORN_WSGI_APP": "bare_app:app",

@@ -121,6 +121,18 @@ def postgres_database(prefix: str = "bench") -> Iterator[str]:
             )
 
 
+@contextlib.contextmanager
+def workspace(existing: str | None, name: str) -> Iterator[tuple[Project, Path, str]]:
+    """Everything one benchmark run needs: the project (``project_from``), a
+    scratch directory and a fresh PostgreSQL database, all gone afterwards."""
+    with (
+        project_from(existing) as project,
+        tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp,
+        postgres_database() as database_url,
+    ):
+        yield project, Path(tmp), database_url
+
+
 def app_env(workdir: Path, database_url: str, **extra: str) -> dict[str, str]:
     """Production settings, as deploy/README.md runs the app."""
     settings = {
@@ -140,6 +152,13 @@ def flask(project: Project, env: dict[str, str], *args: str) -> None:
     """``flask --app <package>.wsgi ARGS`` in the project, output hidden."""
     command = [project.bin("flask"), "--app", f"{project.package}.wsgi", *args]
     run(command, cwd=project.path, env=env, stdout=subprocess.DEVNULL)
+
+
+def migrate_and_seed(project: Project, env: dict[str, str], rows: int) -> None:
+    """Bring the database to the latest migration and add ``rows`` events,
+    the same rows on every run (``--seed 1``)."""
+    flask(project, env, "db", "upgrade")
+    flask(project, env, "seed", "--rows", str(rows), "--seed", "1")
 
 
 def wait_for(condition: Callable[[], Any], seconds: float, what: str) -> Any:
