@@ -4,7 +4,7 @@ PostgreSQL database, and the real processes (gunicorn with the shipped
 rendered for local ports and paths).
 
 Process handling and the nginx rendering are the template tests' own
-(``tests/test_e2e_stack.py``, ``tests/nginx_support.py``), imported here.
+(``tests/process_support.py``, ``tests/nginx_support.py``), imported here.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from nginx_support import (  # noqa: E402
     render_for_prefix,
     replace_once,
 )
+from process_support import Service, start  # noqa: E402
 from template_support import clean_env, defaults, find_python  # noqa: E402
-from test_e2e_stack import Service, start  # noqa: E402
 
 POSTGRES_SERVER = os.environ.get(
     "BENCH_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432"

@@ -11,18 +11,15 @@ containers own (8000, 80) are swapped for free ones.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ import yaml
 
 from conftest import require_service
 from nginx_support import CONF, free_port, mime_types, render_for_prefix, require_nginx
+from process_support import Service, background
 from template_support import bake_into, clean_env, defaults, require_python, run
 
 pytestmark = pytest.mark.slow
@@ -99,43 +97,15 @@ def app_env(project: Path, database_url: str, **extra: str) -> dict[str, str]:
     )
 
 
-@contextlib.contextmanager
-def background(
-    command: list[str], cwd: Path, env: dict[str, str], log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` in its own process group; SIGTERM the group on exit."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield process
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, sig)
-                try:
-                    process.wait(timeout=15)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-
-
-def eventually(check: Callable[[], bool], process: subprocess.Popen, log: Path) -> None:
+def eventually(check: Callable[[], bool], service: Service) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"exited with {process.returncode}:\n{log.read_text()}")
+        if service.process.poll() is not None:
+            pytest.fail(f"exited with {service.process.returncode}:\n{service.tail()}")
         if check():
             return
         time.sleep(0.5)
-    pytest.fail(f"not healthy after {STARTUP_SECONDS}s:\n{log.read_text()}")
+    pytest.fail(f"not healthy after {STARTUP_SECONDS}s:\n{service.tail()}")
 
 
 def succeeds(command: list[str], cwd: Path, env: dict[str, str] | None) -> bool:
@@ -222,24 +192,13 @@ def test_web_and_nginx_healthchecks_pass_on_the_image_command(
         ).removeprefix("CMD ")
     )
     try:
-        with background(image_cmd, project, env, tmp_path / "gunicorn.log") as web:
-            eventually(
-                lambda: succeeds(web_check, project, env),
-                web,
-                tmp_path / "gunicorn.log",
-            )
+        with background("gunicorn", image_cmd, project, env, tmp_path) as web:
+            eventually(lambda: succeeds(web_check, project, env), web)
             nginx_command = [nginx, "-p", str(prefix), "-c", str(conf)]
             with background(
-                [*nginx_command, "-g", "daemon off;"],
-                prefix,
-                env,
-                tmp_path / "nginx.log",
+                "nginx", [*nginx_command, "-g", "daemon off;"], prefix, env, tmp_path
             ) as proxy:
-                eventually(
-                    lambda: succeeds(nginx_check, project, None),
-                    proxy,
-                    tmp_path / "nginx.log",
-                )
+                eventually(lambda: succeeds(nginx_check, project, None), proxy)
         # gunicorn is gone: the image's healthcheck must say so.
         assert not succeeds(web_check, project, env)
     finally:
@@ -255,9 +214,8 @@ def test_worker_healthcheck_pings_the_worker_service(
     env = app_env(project, postgres_url, HOSTNAME=socket.gethostname())
     migrate(project, env)
     check = host_command(worker["healthcheck"]["test"])
-    log = tmp_path / "worker.log"
     # Nothing answers yet: the check must fail.
     assert not succeeds(check, project, env)
     command = [*worker["command"], "--concurrency", "1"]
-    with background(command, project, env, log) as process:
-        eventually(lambda: succeeds(check, project, env), process, log)
+    with background("worker", command, project, env, tmp_path) as service:
+        eventually(lambda: succeeds(check, project, env), service)

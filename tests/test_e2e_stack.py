@@ -10,20 +10,16 @@ that hangs up mid-stream gives its database connection back.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import http.client
 import io
 import json
-import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import struct
-import subprocess
 import tempfile
 import time
 import uuid
@@ -32,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psycopg
 import pytest
@@ -46,6 +42,7 @@ from nginx_support import (
     render_for_prefix,
     require_nginx,
 )
+from process_support import Service, start
 from template_support import bake_into, clean_env, defaults, require_python, run
 
 pytestmark = pytest.mark.slow
@@ -65,7 +62,6 @@ EXPORT_COLUMNS = [
 # What the app and nginx accept as a client's X-Request-ID.
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 STARTUP_SECONDS = 60
-STOP_SECONDS = 15
 
 
 @dataclass
@@ -76,40 +72,6 @@ class Response:
 
     def json(self) -> Any:
         return json.loads(self.body)
-
-
-@dataclass
-class Service:
-    """A process of the stack, in its own process group, logging to a file."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    log_file: IO[bytes] = field(repr=False)
-
-    def stop(self) -> None:
-        """SIGTERM the group (a graceful stop), SIGKILL it if that hangs."""
-        for sig, grace in ((signal.SIGTERM, STOP_SECONDS), (signal.SIGKILL, 5)):
-            if self.process.poll() is not None:
-                break
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                continue
-        # The leader may be gone while its children linger: end the group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.log_file.close()
-
-    def tail(self, lines: int = 60) -> str:
-        text = self.log.read_text(encoding="utf-8", errors="replace")
-        return f"--- {self.name} ({self.log}) ---\n" + "\n".join(
-            text.splitlines()[-lines:]
-        )
 
 
 @dataclass
@@ -167,23 +129,6 @@ def wait_for(
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {seconds}s waiting for {what} (last: {last!r})")
-
-
-def start(
-    name: str, command: list[str], cwd: Path, env: dict[str, str], logs: Path
-) -> Service:
-    log = logs / f"{name}.log"
-    log_file = log.open("wb")
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return Service(name, process, log, log_file)
 
 
 def healthy(stack: Stack, services: list[Service]) -> bool:

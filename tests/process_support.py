@@ -1,0 +1,78 @@
+"""Processes the tests start: each in its own process group, logging to a
+file, stopped gracefully (SIGTERM) and then for good (SIGKILL)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+STOP_SECONDS = 15
+
+
+@dataclass
+class Service:
+    """A process of the stack, in its own process group, logging to a file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    log_file: IO[bytes] = field(repr=False)
+
+    def stop(self) -> None:
+        """SIGTERM the group (a graceful stop), SIGKILL it if that hangs."""
+        for sig, grace in ((signal.SIGTERM, STOP_SECONDS), (signal.SIGKILL, 5)):
+            if self.process.poll() is not None:
+                break
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                continue
+        # The leader may be gone while its children linger: end the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.log_file.close()
+
+    def tail(self, lines: int = 60) -> str:
+        text = self.log.read_text(encoding="utf-8", errors="replace")
+        return f"--- {self.name} ({self.log}) ---\n" + "\n".join(
+            text.splitlines()[-lines:]
+        )
+
+
+def start(
+    name: str, command: list[str], cwd: Path, env: dict[str, str], logs: Path
+) -> Service:
+    log = logs / f"{name}.log"
+    log_file = log.open("wb")
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return Service(name, process, log, log_file)
+
+
+@contextlib.contextmanager
+def background(
+    name: str, command: list[str], cwd: Path, env: dict[str, str], logs: Path
+) -> Iterator[Service]:
+    """``start`` for the length of a ``with`` block."""
+    service = start(name, command, cwd, env, logs)
+    try:
+        yield service
+    finally:
+        service.stop()
