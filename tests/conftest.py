@@ -14,7 +14,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from template_support import REPO_ROOT, bake_into, is_ci, write_cookiecutter_config
+from template_support import (
+    REPO_ROOT,
+    bake_into,
+    choice_options,
+    is_ci,
+    write_cookiecutter_config,
+)
 
 POSTGRES_HOST = os.environ.get("POSTGRES_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("POSTGRES_PORT", "5432"))
@@ -68,6 +74,33 @@ def bake(tmp_path: Path, cookiecutter_config: Path) -> Callable[..., Path]:
         return bake_into(output_dir, cookiecutter_config, **extra_context)
 
     return _bake
+
+
+# Every database x Celery combination: the options that change the
+# container, workflow and lock files.
+STACK_COMBINATIONS = [
+    {"database": database, "use_celery": use_celery}
+    for database, use_celery in itertools.product(
+        choice_options()["database"], choice_options()["use_celery"]
+    )
+]
+
+
+def stack_id(combination: dict[str, str]) -> str:
+    return f"{combination['database']}-celery={combination['use_celery']}"
+
+
+@pytest.fixture(scope="session", params=STACK_COMBINATIONS, ids=stack_id)
+def stack_bake(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    cookiecutter_config: Path,
+) -> tuple[Path, dict[str, str]]:
+    """(project, combination): one bake per ``STACK_COMBINATIONS`` entry,
+    shared by every module that reads those files. Tests must not change it."""
+    output_dir = tmp_path_factory.mktemp("stack")
+    project = bake_into(output_dir, cookiecutter_config, **request.param)
+    return project, request.param
 
 
 @pytest.fixture(scope="session")

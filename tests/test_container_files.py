@@ -9,7 +9,6 @@ commands and healthchecks these files name.
 from __future__ import annotations
 
 import ast
-import itertools
 import json
 import re
 import shlex
@@ -32,28 +31,6 @@ DOCKERFILE = Path("deploy") / "docker" / "Dockerfile"
 GUNICORN_CONF = Path("deploy") / "gunicorn.conf.py"
 EXPORT_DIR = "/srv/app/exports"
 APP_SERVICES_WITH_CELERY = ("migrate", "web", "worker", "beat")
-
-COMBINATIONS = [
-    {"database": database, "use_celery": use_celery}
-    for database, use_celery in itertools.product(
-        OPTIONS["database"], OPTIONS["use_celery"]
-    )
-]
-
-
-def combination_id(combination: dict[str, str]) -> str:
-    return ",".join(f"{key}={value}" for key, value in combination.items())
-
-
-@pytest.fixture(scope="module", params=COMBINATIONS, ids=combination_id)
-def baked(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    cookiecutter_config: Path,
-) -> tuple[Path, dict[str, str]]:
-    output_dir = tmp_path_factory.mktemp("containers")
-    project = bake_into(output_dir, cookiecutter_config, **request.param)
-    return project, request.param
 
 
 def load(project: Path, path: Path) -> dict[str, Any]:
@@ -95,9 +72,9 @@ def gunicorn_graceful_timeout(project: Path) -> int:
 
 
 def test_compose_files_follow_the_compose_spec(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, _ = baked
+    project, _ = stack_bake
     command = [
         sys.executable,
         "-m",
@@ -110,8 +87,8 @@ def test_compose_files_follow_the_compose_spec(
     assert result.returncode == 0, result.stdout
 
 
-def test_services_follow_the_options(baked: tuple[Path, dict[str, str]]) -> None:
-    project, answers = baked
+def test_services_follow_the_options(stack_bake: tuple[Path, dict[str, str]]) -> None:
+    project, answers = stack_bake
     postgres = answers["database"] == "postgresql"
     celery = answers["use_celery"] == "y"
     expected = {"migrate", "web", "nginx"}
@@ -131,9 +108,9 @@ def test_services_follow_the_options(baked: tuple[Path, dict[str, str]]) -> None
 
 
 def test_published_ports_listen_on_loopback_only(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, _ = baked
+    project, _ = stack_bake
     published = [
         (path, name, port)
         for path in COMPOSE_FILES
@@ -147,9 +124,9 @@ def test_published_ports_listen_on_loopback_only(
 
 
 def test_web_outlasts_gunicorns_graceful_timeout(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, answers = baked
+    project, answers = stack_bake
     graceful = gunicorn_graceful_timeout(project)
     web = services(project)["web"]
     assert seconds(web["stop_grace_period"]) > graceful
@@ -161,8 +138,10 @@ def condition(service: dict[str, Any], dependency: str) -> str | None:
     return service.get("depends_on", {}).get(dependency, {}).get("condition")
 
 
-def test_services_wait_for_what_they_need(baked: tuple[Path, dict[str, str]]) -> None:
-    project, answers = baked
+def test_services_wait_for_what_they_need(
+    stack_bake: tuple[Path, dict[str, str]],
+) -> None:
+    project, answers = stack_bake
     stack = services(project)
     for name in app_services(answers):
         if name != "migrate":
@@ -180,9 +159,9 @@ def test_services_wait_for_what_they_need(baked: tuple[Path, dict[str, str]]) ->
 
 
 def test_long_running_services_have_healthchecks(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, _ = baked
+    project, _ = stack_bake
     for name, service in services(project).items():
         healthcheck = service.get("healthcheck")
         if name == "web":
@@ -196,9 +175,9 @@ def test_long_running_services_have_healthchecks(
 
 
 def test_app_services_read_env_and_share_the_export_volume(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, answers = baked
+    project, answers = stack_bake
     stack = services(project)
     for name in app_services(answers):
         assert stack[name]["env_file"] == ".env", name
@@ -212,11 +191,11 @@ def test_app_services_read_env_and_share_the_export_volume(
 
 
 def test_nginx_runs_the_shipped_config_beside_web(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
     """nginx shares web's network namespace, so the shipped upstream
     (127.0.0.1:8000) is the app's port: no second copy of the config."""
-    project, _ = baked
+    project, _ = stack_bake
     nginx = services(project)["nginx"]
     assert nginx["network_mode"] == "service:web"
     assert f"./{CONF.as_posix()}:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
@@ -231,9 +210,9 @@ def test_nginx_runs_the_shipped_config_beside_web(
 
 
 def test_development_reloads_mounted_source(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, answers = baked
+    project, answers = stack_bake
     dev = services(project, COMPOSE_DEV)
     web = dev["web"]
     assert "run" in web["command"]
@@ -245,9 +224,9 @@ def test_development_reloads_mounted_source(
 
 
 def test_production_runs_the_image_without_mounts(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, answers = baked
+    project, answers = stack_bake
     base, prod = services(project), services(project, COMPOSE_PROD)
     for name in app_services(answers):
         mounts = base[name].get("volumes", []) + prod.get(name, {}).get("volumes", [])
@@ -313,9 +292,9 @@ def dockerfile_env(project: Path) -> dict[str, str]:
 
 
 def test_dockerfile_builds_from_the_chosen_python(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, _ = baked
+    project, _ = stack_bake
     lines = dockerfile_lines(project)
     python_version = (project / ".python-version").read_text("utf-8").strip()
     assert f"ARG PYTHON_VERSION={python_version}" in lines
@@ -324,9 +303,9 @@ def test_dockerfile_builds_from_the_chosen_python(
 
 
 def test_dockerfile_runs_as_a_numeric_non_root_user(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, _ = baked
+    project, _ = stack_bake
     users = dockerfile_instructions(project, "USER")
     assert users, "no USER: the container would run as root"
     user, _, group = users[-1].partition(":")
@@ -336,9 +315,9 @@ def test_dockerfile_runs_as_a_numeric_non_root_user(
 
 
 def test_dockerfile_commands_use_exec_form(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, _ = baked
+    project, _ = stack_bake
     (cmd,) = dockerfile_instructions(project, "CMD")
     assert isinstance(json.loads(cmd), list)
     (healthcheck,) = dockerfile_instructions(project, "HEALTHCHECK")
@@ -346,8 +325,8 @@ def test_dockerfile_commands_use_exec_form(
     assert not dockerfile_instructions(project, "ENTRYPOINT")
 
 
-def test_dockerfile_names_the_release(baked: tuple[Path, dict[str, str]]) -> None:
-    project, _ = baked
+def test_dockerfile_names_the_release(stack_bake: tuple[Path, dict[str, str]]) -> None:
+    project, _ = stack_bake
     assert "ARG GIT_SHA=unknown" in final_stage(project)
     env = dockerfile_env(project)
     assert env["APP_RELEASE"] == "${GIT_SHA}"
@@ -435,9 +414,9 @@ def test_ignored_follows_docker_rules() -> None:
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, _ = baked
+    project, _ = stack_bake
     rules = dockerignore_rules(project)
     package = next((project / "src").iterdir()).name
     for path in (
@@ -456,9 +435,9 @@ def test_dockerignore_keeps_secrets_and_local_state_out(
 
 
 def test_dockerignore_sends_everything_the_dockerfile_copies(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, _ = baked
+    project, _ = stack_bake
     rules = dockerignore_rules(project)
     sources = [
         word

@@ -8,7 +8,6 @@ dependency added to or tightened in the generated pyproject without running
 
 from __future__ import annotations
 
-import itertools
 import tomllib
 from pathlib import Path
 
@@ -16,21 +15,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from template_support import bake_into, choice_options
-
 RUNTIME_LOCK = Path("requirements") / "requirements.lock"
 DEV_LOCK = Path("requirements") / "requirements-dev.lock"
-
-COMBINATIONS = [
-    {"database": database, "use_celery": use_celery}
-    for database, use_celery in itertools.product(
-        choice_options()["database"], choice_options()["use_celery"]
-    )
-]
-
-
-def combination_id(combination: dict[str, str]) -> str:
-    return f"{combination['database']}-celery={combination['use_celery']}"
 
 
 def parse_lock(text: str) -> dict[str, list[tuple[Requirement, int]]]:
@@ -74,14 +60,9 @@ def unmet(
     return problems
 
 
-@pytest.fixture(scope="module", params=COMBINATIONS, ids=combination_id)
-def baked(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    cookiecutter_config: Path,
-) -> Path:
-    output_dir = tmp_path_factory.mktemp("locks")
-    return bake_into(output_dir, cookiecutter_config, **request.param)
+@pytest.fixture
+def baked(stack_bake: tuple[Path, dict[str, str]]) -> Path:
+    return stack_bake[0]
 
 
 def project_requirements(project: Path) -> tuple[list[Requirement], list[Requirement]]:

@@ -3,43 +3,21 @@ and running services and make targets that match the chosen options."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from template_support import bake_into, run
+from template_support import run
 
 WORKFLOW = Path(".github/workflows/ci.yml")
 TOOLS = Path(sys.executable).parent
 SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 VERSION_COMMENT = re.compile(r"uses: (\S+) # v\d+\.\d+\.\d+$")
 HEALTH_CHECK = re.compile(r"--health-cmd\b")
-
-COMBINATIONS = [
-    {"database": database, "use_celery": celery}
-    for database, celery in itertools.product(["postgresql", "sqlite"], ["y", "n"])
-]
-
-
-def combination_id(combination: dict[str, str]) -> str:
-    return f"{combination['database']}-celery_{combination['use_celery']}"
-
-
-@pytest.fixture(scope="module", params=COMBINATIONS, ids=combination_id)
-def baked(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    cookiecutter_config: Path,
-) -> tuple[Path, dict[str, str]]:
-    combination = request.param
-    output_dir = tmp_path_factory.mktemp("workflow")
-    return bake_into(output_dir, cookiecutter_config, **combination), combination
 
 
 def load_workflow(project: Path) -> dict[str, Any]:
@@ -53,9 +31,9 @@ def all_steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_matches_the_github_workflow_schema(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, _ = baked
+    project, _ = stack_bake
     result = run(
         [
             str(TOOLS / "check-jsonschema"),
@@ -69,10 +47,10 @@ def test_matches_the_github_workflow_schema(
     assert result.returncode == 0, result.stdout
 
 
-def test_zizmor_finds_nothing(baked: tuple[Path, dict[str, str]]) -> None:
+def test_zizmor_finds_nothing(stack_bake: tuple[Path, dict[str, str]]) -> None:
     """zizmor audits the workflow and the pre-commit config; exit 0 means no
     finding at the default persona, and the JSON list must be empty too."""
-    project, _ = baked
+    project, _ = stack_bake
     result = run(
         [
             str(TOOLS / "zizmor"),
@@ -94,9 +72,9 @@ def test_zizmor_finds_nothing(baked: tuple[Path, dict[str, str]]) -> None:
 
 
 def test_every_action_is_pinned_to_a_commit_with_its_version(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, _ = baked
+    project, _ = stack_bake
     uses = [
         step["uses"] for step in all_steps(load_workflow(project)) if "uses" in step
     ]
@@ -109,9 +87,9 @@ def test_every_action_is_pinned_to_a_commit_with_its_version(
 
 
 def test_token_is_read_only_and_never_kept(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
-    project, _ = baked
+    project, _ = stack_bake
     workflow = load_workflow(project)
     assert workflow["permissions"] == {"contents": "read"}
     for name, job in workflow["jobs"].items():
@@ -126,8 +104,8 @@ def test_token_is_read_only_and_never_kept(
         assert step["with"]["persist-credentials"] is False
 
 
-def test_runs_are_bounded(baked: tuple[Path, dict[str, str]]) -> None:
-    project, _ = baked
+def test_runs_are_bounded(stack_bake: tuple[Path, dict[str, str]]) -> None:
+    project, _ = stack_bake
     workflow = load_workflow(project)
     assert workflow["concurrency"]["cancel-in-progress"] is True
     assert "${{ github.ref }}" in workflow["concurrency"]["group"]
@@ -141,10 +119,10 @@ def makefile_targets(project: Path) -> set[str]:
 
 
 def test_jobs_run_the_projects_make_targets(
-    baked: tuple[Path, dict[str, str]],
+    stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
     """CI and a developer run the same commands."""
-    project, _ = baked
+    project, _ = stack_bake
     workflow = load_workflow(project)
     commands = {
         name: [step["run"] for step in job["steps"] if "run" in step]
@@ -173,8 +151,8 @@ def combination_python(project: Path) -> str:
     return match.group(1)
 
 
-def test_services_match_the_options(baked: tuple[Path, dict[str, str]]) -> None:
-    project, combination = baked
+def test_services_match_the_options(stack_bake: tuple[Path, dict[str, str]]) -> None:
+    project, combination = stack_bake
     workflow = load_workflow(project)
     postgres = combination["database"] == "postgresql"
     celery = combination["use_celery"] == "y"
