@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+{%- if cookiecutter.use_celery == "y" %}
+import sys
+{%- endif %}
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 from flask import Flask
 from sentry_sdk.envelope import Envelope
@@ -16,6 +22,9 @@ from sentry_sdk.types import Event
 from werkzeug.test import TestResponse
 
 from {{ cookiecutter.package_name }}.extensions import db
+
+TESTS_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = TESTS_DIR.parent
 
 
 def checked_out(app: Flask) -> int:
@@ -64,6 +73,43 @@ def stop_process_group(process: subprocess.Popen[bytes], grace: float) -> None:
         process.wait(timeout=5)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def process_group(
+    command: list[str],
+    env: dict[str, str],
+    stdout: Path,
+    stderr: Path | None = None,
+    grace: float = 15,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` run from the project directory in a process group of its
+    own, its output in files (stderr joins stdout unless given a file of
+    its own); stopped with ``stop_process_group`` on exit."""
+    with ExitStack() as files:
+        out = files.enter_context(stdout.open("wb"))
+        err: IO[bytes] | int = (
+            files.enter_context(stderr.open("wb")) if stderr else subprocess.STDOUT
+        )
+        process = subprocess.Popen(  # noqa: S603 - the tests' own argv
+            command,
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        stop_process_group(process, grace=grace)
+
+
 class CapturingTransport(Transport):
     """Keeps what Sentry would send in memory: events reach no server."""
 
@@ -81,3 +127,48 @@ class CapturingTransport(Transport):
             for envelope in self.envelopes
             if (event := envelope.get_event()) is not None
         ]
+{%- if cookiecutter.use_celery == "y" %}
+
+
+class WorkerProcess:
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.process = process
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def celery_process(
+    arguments: list[str], env: dict[str, str], log_path: Path, ready: str
+) -> Iterator[WorkerProcess]:
+    """``celery -A <package>.worker <arguments>``, started once ``ready``
+    is in its log, stopped on exit. The tests folder is on its path, so
+    ``--include=worker_gate`` works."""
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "{{ cookiecutter.package_name }}.worker",
+        *arguments,
+    ]
+    full_env = {
+        **os.environ,
+        "APP_ENV": "testing",
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])
+        ),
+        **env,
+    }
+    with process_group(command, full_env, log_path, grace=15) as process:
+        started = WorkerProcess(process, log_path)
+        wait_for(
+            lambda: ready in started.log() or process.poll() is not None,
+            timeout=60,
+            what=f"celery {arguments[0]} to start",
+        )
+        assert process.poll() is None, started.log()
+        yield started
+{%- endif %}

@@ -13,11 +13,10 @@ import http.client
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -28,7 +27,7 @@ from sqlalchemy import text
 
 from {{ cookiecutter.package_name }}.extensions import db
 
-from support import stop_process_group, wait_for
+from support import free_port, process_group, wait_for
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONFIG_PATH = PROJECT_DIR / "deploy" / "gunicorn.conf.py"
@@ -352,12 +351,6 @@ def test_check_config_accepts_the_shipped_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def get(port: int, path: str, headers: dict[str, str] | None = None) -> int | None:
     """Status of ``GET path``, or None while nothing listens yet."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -370,26 +363,13 @@ def get(port: int, path: str, headers: dict[str, str] | None = None) -> int | No
         connection.close()
 
 
-@contextmanager
 def running_gunicorn(
     env: dict[str, str], stdout: Path, stderr: Path
-) -> Iterator[subprocess.Popen[bytes]]:
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
     """gunicorn with the shipped config; stopped with SIGTERM on exit, as a
     process manager stops it."""
     command = [sys.executable, "-m", "gunicorn", "-c", str(CONFIG_PATH), WSGI_APP]
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(  # noqa: S603 - fixed argv
-            command,
-            cwd=PROJECT_DIR,
-            env=env,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        stop_process_group(process, grace=20)
+    return process_group(command, env, stdout, stderr, grace=20)
 
 
 @pytest.mark.parametrize("preload", ["0", "1"], ids=["per-worker", "preloaded"])

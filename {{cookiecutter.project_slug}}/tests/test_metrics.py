@@ -15,15 +15,15 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from flask import Flask
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import problem_of, stop_process_group, wait_for
+from support import free_port, problem_of, process_group, wait_for
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = PROJECT_DIR / "deploy" / "gunicorn.conf.py"
@@ -148,12 +148,6 @@ def test_metrics_can_be_turned_off(make_app: Callable[..., Flask]) -> None:
 # Several gunicorn workers ----------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def fetch(port: int, path: str) -> tuple[int, str] | None:
     """Status and body of ``GET path`` on a fresh connection, or None while
     nothing answers yet."""
@@ -168,26 +162,13 @@ def fetch(port: int, path: str) -> tuple[int, str] | None:
         connection.close()
 
 
-@contextmanager
 def running_gunicorn(
     env: dict[str, str], log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """gunicorn with the shipped config, stopped with SIGTERM on exit."""
-    # The config names the WSGI app.
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """gunicorn with the shipped config (which names the WSGI app), stopped
+    with SIGTERM on exit."""
     command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF)]
-    with log.open("wb") as output:
-        process = subprocess.Popen(  # noqa: S603 - fixed argv
-            command,
-            cwd=PROJECT_DIR,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        stop_process_group(process, grace=20)
+    return process_group(command, env, log, grace=20)
 
 
 def files_by_pid(directory: Path, kind: str) -> dict[int, Path]:

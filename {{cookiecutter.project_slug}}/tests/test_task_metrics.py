@@ -8,13 +8,9 @@ up the counts of its pool processes on its own ``/metrics`` port.
 from __future__ import annotations
 
 import http.client
-import os
-import socket
-import subprocess
-import sys
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +27,7 @@ from {{ cookiecutter.package_name }}.jobs import tasks
 from {{ cookiecutter.package_name }}.jobs.models import Job, JobStatus
 from {{ cookiecutter.package_name }}.metrics import tasks as task_metrics
 
-from support import stop_process_group, wait_for
+from support import WorkerProcess, celery_process, free_port, wait_for
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STATES = ("received", "started", "succeeded", "failed", "retried")
@@ -50,12 +46,6 @@ def counts_of(text: str, task: str) -> dict[str, float]:
             if sample.name == "celery_tasks_total" and sample.labels["task"] == task:
                 found[sample.labels["state"]] += sample.value
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def scrape(port: int) -> str | None:
@@ -157,15 +147,11 @@ def test_only_prefork_needs_the_shared_directory(pool: str, expected: bool) -> N
     assert task_metrics.uses_child_processes(pool) is expected
 
 
-@contextmanager
-def celery_worker(env: dict[str, str], log_path: Path) -> Iterator[Any]:
+def celery_worker(
+    env: dict[str, str], log_path: Path
+) -> AbstractContextManager[WorkerProcess]:
     """``celery worker`` with two prefork pool processes, stopped on exit."""
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "{{ cookiecutter.package_name }}.worker",
+    arguments = [
         "worker",
         "--pool=prefork",
         "--concurrency=2",
@@ -175,25 +161,7 @@ def celery_worker(env: dict[str, str], log_path: Path) -> Iterator[Any]:
         "--without-heartbeat",
         f"--hostname=metrics-{uuid.uuid4().hex[:8]}@%h",
     ]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(  # noqa: S603 - fixed argv
-            command,
-            cwd=PROJECT_DIR,
-            env={**os.environ, "APP_ENV": "testing", **env},
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for(
-            lambda: " ready." in log_path.read_text() or process.poll() is not None,
-            timeout=60,
-            what="the worker to start",
-        )
-        assert process.poll() is None, log_path.read_text()
-        yield process
-    finally:
-        stop_process_group(process, grace=15)
+    return celery_process(arguments, env, log_path, ready=" ready.")
 
 
 def test_prefork_worker_adds_up_its_pool_processes(
@@ -241,7 +209,7 @@ def test_prefork_worker_adds_up_its_pool_processes(
 
         counts = wait_for(finished, timeout=60, what="both jobs to be counted")
         writers = {path.stem.rsplit("_", 1)[1] for path in metrics_dir.glob("*.db")}
-        main_pid = str(worker.pid)
+        main_pid = str(worker.process.pid)
 
     assert counts == {
         "received": 2,

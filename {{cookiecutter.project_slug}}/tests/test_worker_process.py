@@ -11,11 +11,8 @@ from __future__ import annotations
 import os
 import shelve
 import signal
-import subprocess
-import sys
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,62 +24,7 @@ from {{ cookiecutter.package_name }}.events.models import Event
 from {{ cookiecutter.package_name }}.extensions import db
 from {{ cookiecutter.package_name }}.jobs.tasks import SUMMARY_KIND
 
-from support import stop_process_group, wait_for
-
-TESTS_DIR = Path(__file__).parent
-PROJECT_DIR = TESTS_DIR.parent
-
-
-class WorkerProcess:
-    def __init__(self, process: subprocess.Popen[bytes], log_path: Path) -> None:
-        self.process = process
-        self.log_path = log_path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@contextmanager
-def celery_process(
-    arguments: list[str], env: dict[str, str], log_path: Path, ready: str
-) -> Iterator[WorkerProcess]:
-    """``celery -A <package>.worker <arguments>``, stopped on exit."""
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "{{ cookiecutter.package_name }}.worker",
-        *arguments,
-    ]
-    full_env = {
-        **os.environ,
-        "APP_ENV": "testing",
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])
-        ),
-        **env,
-    }
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(  # noqa: S603 - fixed argv
-            command,
-            cwd=PROJECT_DIR,
-            env=full_env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    started = WorkerProcess(process, log_path)
-    try:
-        wait_for(
-            lambda: ready in started.log() or process.poll() is not None,
-            timeout=60,
-            what=f"celery {arguments[0]} to start",
-        )
-        assert process.poll() is None, started.log()
-        yield started
-    finally:
-        stop_process_group(process, grace=15)
+from support import celery_process, wait_for
 
 
 def worker_process(env: dict[str, str], log_path: Path) -> Any:
