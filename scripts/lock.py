@@ -15,7 +15,6 @@ command a generated project's users run, so both stay the same.
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import json
 import shutil
 import subprocess
@@ -28,6 +27,8 @@ from cookiecutter.main import cookiecutter
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DIR = REPO_ROOT / "{{cookiecutter.project_slug}}"
 SLUG_JINJA = "{{ cookiecutter.project_slug }}"
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from template_support import dependency_combinations  # noqa: E402
 
 
 def load_post_gen_hook():
@@ -42,16 +43,6 @@ def load_post_gen_hook():
 
 def lowest_python(versions: list[str]) -> str:
     return min(versions, key=lambda version: tuple(map(int, version.split("."))))
-
-
-def combinations(options: dict) -> list[dict[str, str]]:
-    """Every combination of the options that change the dependencies."""
-    return [
-        {"database": database, "use_celery": use_celery}
-        for database, use_celery in itertools.product(
-            options["database"], options["use_celery"]
-        )
-    ]
 
 
 def uv_path() -> str:
@@ -102,7 +93,7 @@ def main(argv: list[str]) -> int:
     options = json.loads((REPO_ROOT / "cookiecutter.json").read_text("utf-8"))
     python_version = lowest_python(options["python_version"])
     hook = load_post_gen_hook()
-    for combination in combinations(options):
+    for combination in dependency_combinations():
         answers = {**combination, "python_version": python_version}
         with tempfile.TemporaryDirectory(prefix="lock-") as work_dir:
             written = lock_combination(answers, hook, Path(work_dir), lock_args)

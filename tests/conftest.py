@@ -17,7 +17,7 @@ from psycopg import sql
 from template_support import (
     REPO_ROOT,
     bake_into,
-    choice_options,
+    dependency_combinations,
     is_ci,
     write_cookiecutter_config,
 )
@@ -76,14 +76,7 @@ def bake(tmp_path: Path, cookiecutter_config: Path) -> Callable[..., Path]:
     return _bake
 
 
-# Every database x Celery combination: the options that change the
-# container, workflow and lock files.
-STACK_COMBINATIONS = [
-    {"database": database, "use_celery": use_celery}
-    for database, use_celery in itertools.product(
-        choice_options()["database"], choice_options()["use_celery"]
-    )
-]
+STACK_COMBINATIONS = dependency_combinations()
 
 
 def stack_id(combination: dict[str, str]) -> str:

@@ -8,6 +8,7 @@ collects parameters before any fixture exists.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -44,6 +45,19 @@ def choice_options() -> dict[str, list[Any]]:
         elif isinstance(value, bool):
             options[key] = [value, not value]
     return options
+
+
+def dependency_combinations() -> list[dict[str, str]]:
+    """Every combination of the options that change the generated project's
+    dependencies (psycopg, Celery), and with them its lock, container and
+    workflow files."""
+    options = choice_options()
+    return [
+        {"database": database, "use_celery": use_celery}
+        for database, use_celery in itertools.product(
+            options["database"], options["use_celery"]
+        )
+    ]
 
 
 def defaults() -> dict[str, Any]:
