@@ -45,6 +45,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             str(package / "exports"),
             str(package / "metrics" / "tasks.py"),
             "migrations/versions/0002_create_jobs.py",
+            "migrations/versions/0004_jobs_belong_to_accounts.py",
             "tests/test_sentry_tasks.py",
             "tests/test_tasks.py",
             "tests/test_task_metrics.py",

@@ -36,7 +36,7 @@ from {{ cookiecutter.package_name }}.celery_app import close_celery
 from {{ cookiecutter.package_name }}.config import normalize_database_url
 from {{ cookiecutter.package_name }}.extensions import db
 
-from support import CapturingTransport
+from support import ApiClient, CapturingTransport
 
 # Variables a developer's shell may carry that would change what tests see.
 _APP_VARIABLES = (
@@ -124,6 +124,7 @@ def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
         config = {"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": database_url}
         config.update(overrides)
         app = create_app(config)
+        app.test_client_class = ApiClient
         with app.app_context():
             # The PostgreSQL database was migrated once for the session.
             if schema and db.engine.dialect.name == "sqlite":

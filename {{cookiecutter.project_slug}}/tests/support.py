@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from flask import Flask
+from flask.testing import FlaskClient
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 from sentry_sdk.types import Event
 from werkzeug.test import TestResponse
 
+from {{ cookiecutter.package_name }}.accounts import services as accounts
 from {{ cookiecutter.package_name }}.extensions import db
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -108,6 +110,51 @@ def process_group(
         yield process
     finally:
         stop_process_group(process, grace=grace)
+
+
+ALL_SCOPES = tuple(str(scope) for scope in accounts.Scope)
+DEFAULT_ACCOUNT = "tester"
+
+
+def issue_token(
+    app: Flask, account: str = DEFAULT_ACCOUNT, scopes: tuple[str, ...] = ALL_SCOPES
+) -> str:
+    """A new token of ``account`` (created if missing) on ``app``'s database."""
+    with app.app_context():
+        owner = accounts.get_or_create_account(account)
+        return accounts.issue_token(owner, scopes, name="test").secret
+
+
+def account_id(app: Flask, account: str = DEFAULT_ACCOUNT) -> int:
+    with app.app_context():
+        return accounts.get_or_create_account(account).id
+
+
+class _Default:
+    """The default token of a client: the app's ``tester`` account's."""
+
+
+DEFAULT_TOKEN = _Default()
+
+
+class ApiClient(FlaskClient):
+    """A test client that sends ``Authorization: Bearer``: by default a
+    read-write token of the ``tester`` account, issued on the first request;
+    ``app.test_client(token="...")`` for another, ``token=None`` for none."""
+
+    def __init__(
+        self, *args: Any, token: str | _Default | None = DEFAULT_TOKEN, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.token = token
+        if isinstance(token, str):
+            self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(self.token, _Default):
+            self.token = issue_token(self.application)
+            self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {self.token}"
+        return super().open(*args, **kwargs)
 
 
 class CapturingTransport(Transport):

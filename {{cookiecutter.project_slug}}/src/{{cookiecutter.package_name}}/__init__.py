@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import cli, config, http, logs, metrics
+from . import accounts, cli, config, http, logs, metrics
 {%- if cookiecutter.use_celery == "y" %}
 from .celery_app import init_celery
 {%- endif %}
@@ -82,6 +82,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db)
     http.init_app(app)
     metrics.init_app(app)
+    accounts.init_app(app)
     cli.init_app(app)
 {%- if cookiecutter.use_celery == "y" %}
     init_celery(app)

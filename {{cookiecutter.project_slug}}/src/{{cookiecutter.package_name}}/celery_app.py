@@ -34,6 +34,9 @@ from .metrics import tasks as task_metrics
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "request_id"
+# The sender's (account id, token id), for the task's log lines only: what
+# data a task may touch comes from its arguments.
+IDENTITY_HEADER = "identity"
 QUEUES = ("default", "exports")
 
 # Errors worth another try: the database or the broker was briefly away.
@@ -59,8 +62,9 @@ def sender_request_id() -> str:
 
 
 class AppTask(Task):
-    """Runs inside an app context; refuses non-plain arguments; carries
-    the request id; retries transient errors with backoff and jitter."""
+    """Runs inside an app context; refuses non-plain arguments; carries the
+    request id and the caller's ids; retries transient errors with backoff
+    and jitter."""
 
     autoretry_for = TRANSIENT_ERRORS
     retry_backoff = True
@@ -77,16 +81,20 @@ class AppTask(Task):
         ensure_plain_call(tuple(args or ()), dict(kwargs or {}))
         headers = dict(options.pop("headers", None) or {})
         headers.setdefault(REQUEST_ID_HEADER, sender_request_id())
+        headers.setdefault(IDENTITY_HEADER, list(logs.identity_var.get()))
         return super().apply_async(args, kwargs, headers=headers, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request_id = self.request.get(REQUEST_ID_HEADER) or sender_request_id()
         token = logs.request_id_var.set(request_id)
+        identity = self.request.get(IDENTITY_HEADER) or logs.ANONYMOUS
+        identity_token = logs.identity_var.set((str(identity[0]), str(identity[1])))
         sentry.tag_task(request_id)
         try:
             with self.app.flask_app.app_context():
                 return self.run(*args, **kwargs)
         finally:
+            logs.identity_var.reset(identity_token)
             logs.request_id_var.reset(token)
 
 

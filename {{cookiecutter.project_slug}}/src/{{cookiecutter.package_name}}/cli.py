@@ -1,4 +1,5 @@
-"""CLI commands, registered on the app: ``flask seed``."""
+"""CLI commands, registered on the app: ``flask seed`` (accounts and tokens
+have theirs in ``accounts/cli.py``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from flask import Flask
 from flask.cli import with_appcontext
 from sqlalchemy import insert, select
 
+from .accounts.services import get_or_create_account
 from .events.models import Event
 from .extensions import db
 from .sqltypes import utcnow
@@ -20,7 +22,7 @@ from .sqltypes import utcnow
 KINDS = ("signup", "login", "purchase", "refund", "logout", "page_view")
 
 
-def sample_rows(count: int, rng: random.Random) -> list[dict[str, Any]]:
+def sample_rows(count: int, rng: random.Random, owner_id: int) -> list[dict[str, Any]]:
     now = utcnow()
     rows = []
     for _ in range(count):
@@ -28,7 +30,7 @@ def sample_rows(count: int, rng: random.Random) -> list[dict[str, Any]]:
         rows.append(
             {
                 "id": uuid.UUID(int=rng.getrandbits(128), version=4),
-                "owner_id": rng.randint(1, 1000),
+                "owner_id": owner_id,
                 "kind": rng.choice(KINDS),
                 "amount": Decimal(rng.randrange(0, 100_000_00)) / 100,
                 "payload": f"sample event {rng.randrange(1_000_000)}",
@@ -54,13 +56,18 @@ def insert_rows(rows: list[dict[str, Any]]) -> None:
 
 
 def seed_events(
-    rows: int, batch_size: int = 5000, seed: int | None = None, progress: Any = None
+    owner_id: int,
+    rows: int,
+    batch_size: int = 5000,
+    seed: int | None = None,
+    progress: Any = None,
 ) -> int:
-    """Insert ``rows`` sample events in batches, in one transaction."""
+    """Insert ``rows`` sample events of ``owner_id`` in batches, in one
+    transaction."""
     rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
     inserted = 0
     while inserted < rows:
-        batch = sample_rows(min(batch_size, rows - inserted), rng)
+        batch = sample_rows(min(batch_size, rows - inserted), rng, owner_id)
         insert_rows(batch)
         inserted += len(batch)
         if progress is not None:
@@ -73,16 +80,26 @@ def seed_events(
 @click.option("--rows", default=1000, show_default=True, type=click.IntRange(min=0))
 @click.option("--batch-size", default=5000, show_default=True, type=click.IntRange(1))
 @click.option("--seed", type=int, help="Random seed, for repeatable data.")
-@click.option("--if-empty", is_flag=True, help="Do nothing if events exist.")
+@click.option(
+    "--account",
+    default="demo",
+    show_default=True,
+    help="Owner of the events; created if missing.",
+)
+@click.option("--if-empty", is_flag=True, help="Do nothing if the account has events.")
 @with_appcontext
-def seed_command(rows: int, batch_size: int, seed: int | None, if_empty: bool) -> None:
-    """Insert sample events (bulk, in batches) with a progress bar."""
-    if if_empty and db.session.scalar(select(Event.id).limit(1)) is not None:
-        click.echo("Events exist already; nothing seeded.")
+def seed_command(
+    rows: int, batch_size: int, seed: int | None, account: str, if_empty: bool
+) -> None:
+    """Insert sample events of one account (bulk, in batches) with a progress bar."""
+    owner_id = get_or_create_account(account).id
+    existing = select(Event.id).where(Event.owner_id == owner_id).limit(1)
+    if if_empty and db.session.scalar(existing) is not None:
+        click.echo(f"Account {account} has events already; nothing seeded.")
         return
-    with click.progressbar(length=rows, label="Seeding events") as bar:
-        inserted = seed_events(rows, batch_size, seed, progress=bar)
-    click.echo(f"Inserted {inserted} events.")
+    with click.progressbar(length=rows, label=f"Seeding events of {account}") as bar:
+        inserted = seed_events(owner_id, rows, batch_size, seed, progress=bar)
+    click.echo(f"Inserted {inserted} events for account {account}.")
 
 
 def init_app(app: Flask) -> None:

@@ -181,6 +181,10 @@ class BaseConfig:
         self.LOG_JSON = False
         self.READINESS_TIMEOUT_SECONDS = env_int("READINESS_TIMEOUT_SECONDS", 2)
         self.BACKGROUND_THREADS = env_int("BACKGROUND_THREADS", 4)
+        # A token's last_used_at is written at most this often (see accounts).
+        self.TOKEN_LAST_USED_RESOLUTION_SECONDS = env_int(
+            "TOKEN_LAST_USED_RESOLUTION_SECONDS", 60
+        )
         # Reverse proxies in front of the app (nginx is one). Forwarded
         # headers are trusted from exactly this many hops, never more.
         self.PROXY_HOPS = env_int("PROXY_HOPS", self.default_proxy_hops())
@@ -201,6 +205,10 @@ class BaseConfig:
         self.EXPORT_X_ACCEL = env_flag("EXPORT_X_ACCEL", self.ENV_NAME == "production")
         self.EXPORT_ACCEL_PREFIX = env_str("EXPORT_ACCEL_PREFIX", "/_exports/")
         self.EXPORT_TTL_HOURS = env_int("EXPORT_TTL_HOURS", 24)
+        # How long a signed download link stays valid.
+        self.EXPORT_DOWNLOAD_URL_TTL_SECONDS = env_int(
+            "EXPORT_DOWNLOAD_URL_TTL_SECONDS", 600
+        )
         # The Celery worker's own /metrics endpoint; port 0 turns it off.
         self.WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
         self.WORKER_METRICS_HOST = env_str("WORKER_METRICS_HOST", "127.0.0.1")

@@ -1,7 +1,8 @@
 """Logging to stdout: JSON lines in production, readable lines elsewhere.
 
 Every record carries ``request_id``: the id of the HTTP request (or, later,
-the task) it was logged under, ``"-"`` outside one. The id lives in a
+the task) it was logged under, ``"-"`` outside one; and ``account_id`` and
+``token_id`` of the caller, ``"-"`` when there is none. The id lives in a
 context variable, so it follows the code that handles the request and never
 leaks into another thread's records.
 """
@@ -16,9 +17,18 @@ from typing import Any, TextIO
 from pythonjsonlogger.json import JsonFormatter
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+# (account id, token id) of an authenticated request; never the token itself.
+ANONYMOUS = ("-", "-")
+identity_var: ContextVar[tuple[str, str]] = ContextVar("identity", default=ANONYMOUS)
 
-TEXT_FORMAT = "%(asctime)s %(levelname)-8s [%(request_id)s] %(name)s: %(message)s"
-JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
+TEXT_FORMAT = (
+    "%(asctime)s %(levelname)-8s [%(request_id)s account=%(account_id)s] "
+    "%(name)s: %(message)s"
+)
+JSON_FIELDS = (
+    "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s "
+    "%(account_id)s %(token_id)s"
+)
 
 _HANDLER_NAME = "app-stdout"
 _base_factory = logging.getLogRecordFactory()
@@ -27,6 +37,7 @@ _base_factory = logging.getLogRecordFactory()
 def _record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     record = _base_factory(*args, **kwargs)
     record.request_id = request_id_var.get()
+    record.account_id, record.token_id = identity_var.get()
     return record
 
 

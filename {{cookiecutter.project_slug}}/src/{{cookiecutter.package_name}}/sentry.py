@@ -11,7 +11,8 @@ sending thread again in each forked worker.
 
 Only faults are reported: an unhandled exception in a request{% if cookiecutter.use_celery == "y" %} or a task{% endif %}.
 An error the API answers on purpose (a 4xx problem response) is not one.
-Every event carries the ``request_id`` tag, the id on the response header
+Every event carries the ``request_id`` tag (and ``account_id`` and
+``token_id`` of an authenticated caller), the id on the response header
 and on every log line of the request{% if cookiecutter.use_celery == "y" %} or task{% endif %}, so an event leads to its
 logs. Personal data stays in: no cookies, authorization headers or client
 addresses are sent, not even inside a stack frame's variables.
@@ -33,9 +34,11 @@ from sentry_sdk.integrations.sqlalchemy import SqlalchemyIntegration
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 from sentry_sdk.types import Event, Hint
 
-from .logs import request_id_var
+from .logs import ANONYMOUS, identity_var, request_id_var
 
 REQUEST_ID_TAG = "request_id"
+ACCOUNT_ID_TAG = "account_id"
+TOKEN_ID_TAG = "token_id"  # noqa: S105 - a tag name, not a secret
 # Sentry's denylist names headers as they are sent; stack frame variables
 # show them as WSGI environ keys (Flask's own frames hold the environ).
 WSGI_DENYLIST = [
@@ -89,18 +92,23 @@ def init_sentry(config: Mapping[str, Any]) -> bool:
         # deprecate the flag; a ``data_collection`` option can widen this.)
         event_scrubber=event_scrubber(),
         integrations=integrations(),
-        before_send=tag_request_id,
-        before_send_transaction=tag_request_id,
+        before_send=tag_event,
+        before_send_transaction=tag_event,
         transport=config.get("SENTRY_TRANSPORT"),
     )
     return True
 
 
-def tag_request_id(event: Event, _hint: Hint) -> Event:
-    """Tag an event with the request id it was raised under, if any."""
+def tag_event(event: Event, _hint: Hint) -> Event:
+    """Tag an event with the request id it was raised under, and the
+    account and token ids of the caller, if any (never the token)."""
+    tags = event.setdefault("tags", {})
     request_id = request_id_var.get()
     if request_id != "-":
-        event.setdefault("tags", {})[REQUEST_ID_TAG] = request_id
+        tags[REQUEST_ID_TAG] = request_id
+    identity = identity_var.get()
+    if identity != ANONYMOUS:
+        tags[ACCOUNT_ID_TAG], tags[TOKEN_ID_TAG] = identity
     return event
 {%- if cookiecutter.use_celery == "y" %}
 
@@ -109,9 +117,14 @@ def tag_task(request_id: str) -> None:
     """Tag whatever Sentry reports for the running task.
 
     Celery's integration reports a failed task after the task's own call has
-    returned and its request id is unset, so the id goes on the task's
-    Sentry scope (one per task run) instead.
+    returned and its ids are unset, so they go on the task's Sentry scope
+    (one per task run) instead.
     """
-    if sentry_sdk.get_client().is_active():
-        sentry_sdk.set_tag(REQUEST_ID_TAG, request_id)
+    if not sentry_sdk.get_client().is_active():
+        return
+    sentry_sdk.set_tag(REQUEST_ID_TAG, request_id)
+    identity = identity_var.get()
+    if identity != ANONYMOUS:
+        sentry_sdk.set_tag(ACCOUNT_ID_TAG, identity[0])
+        sentry_sdk.set_tag(TOKEN_ID_TAG, identity[1])
 {%- endif %}

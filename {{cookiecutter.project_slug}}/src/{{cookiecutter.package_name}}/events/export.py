@@ -46,11 +46,13 @@ JSON_LINE = (
 )
 
 
-def export_query(filters: ExportFilters) -> Select[Any]:
-    """Oldest first by (created_at, id), the index's order."""
+def export_query(owner_id: int, filters: ExportFilters) -> Select[Any]:
+    """``owner_id``'s events, oldest first by (created_at, id), the index's order."""
     table = Event.__table__
-    query = select(*(table.c[name] for name in COLUMNS)).order_by(
-        table.c.created_at, table.c.id
+    query = (
+        select(*(table.c[name] for name in COLUMNS))
+        .where(table.c.owner_id == owner_id)
+        .order_by(table.c.created_at, table.c.id)
     )
     if filters.since is not None:
         query = query.where(table.c.created_at >= filters.since)
@@ -58,8 +60,6 @@ def export_query(filters: ExportFilters) -> Select[Any]:
         query = query.where(table.c.created_at < filters.until)
     if filters.kind is not None:
         query = query.where(table.c.kind == filters.kind)
-    if filters.owner_id is not None:
-        query = query.where(table.c.owner_id == filters.owner_id)
     return query
 
 
@@ -151,20 +151,22 @@ def _sqlite_text(base: Any) -> list[Any]:
 TEXT_COLUMNS = {"postgresql": _postgresql_text, "sqlite": _sqlite_text}
 
 
-def _text_query(dialect: str, filters: ExportFilters) -> Select[Any]:
+def _text_query(dialect: str, owner_id: int, filters: ExportFilters) -> Select[Any]:
     """The export query with every column already as the file writes it,
     formatted by the database ``dialect`` (a key of ``TEXT_COLUMNS``)."""
-    base = export_query(filters).subquery()
+    base = export_query(owner_id, filters).subquery()
     columns = TEXT_COLUMNS[dialect](base)
     return select(*columns).order_by(base.c.created_at, base.c.id)
 
 
-def _copy_query(filters: ExportFilters) -> Select[Any]:
-    return _text_query("postgresql", filters)
+def _copy_query(owner_id: int, filters: ExportFilters) -> Select[Any]:
+    return _text_query("postgresql", owner_id, filters)
 
 
-def _copy_csv(connection: Connection, filters: ExportFilters) -> Iterator[bytes]:
-    query = _copy_query(filters).compile(
+def _copy_csv(
+    connection: Connection, owner_id: int, filters: ExportFilters
+) -> Iterator[bytes]:
+    query = _copy_query(owner_id, filters).compile(
         dialect=connection.dialect, compile_kwargs={"literal_binds": True}
     )
     # With a NULL marker other than the empty string, COPY quotes what
@@ -183,37 +185,37 @@ def _copy_csv(connection: Connection, filters: ExportFilters) -> Iterator[bytes]
 
 
 def _text_rows(
-    connection: Connection, filters: ExportFilters
+    connection: Connection, owner_id: int, filters: ExportFilters
 ) -> Iterator[Sequence[Any]]:
     """Batches of rows as the file writes them: formatted by the database
     when it can, else by Python from typed values."""
     dialect = connection.dialect.name
     if dialect in TEXT_COLUMNS:
-        yield from _stream(connection, _text_query(dialect, filters))
+        yield from _stream(connection, _text_query(dialect, owner_id, filters))
         return
-    for rows in _stream(connection, export_query(filters)):
+    for rows in _stream(connection, export_query(owner_id, filters)):
         yield [_csv_fields(row) for row in rows]
 
 
-def csv_chunks(filters: ExportFilters) -> Iterator[bytes]:
-    """The CSV file, header first, one chunk per batch of rows."""
+def csv_chunks(owner_id: int, filters: ExportFilters) -> Iterator[bytes]:
+    """``owner_id``'s CSV file, header first, one chunk per batch of rows."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     yield buffer.getvalue().encode()
     with db.engine.connect() as connection:
         if connection.dialect.name == "postgresql":
-            yield from _copy_csv(connection, filters)
+            yield from _copy_csv(connection, owner_id, filters)
             return
-        for rows in _text_rows(connection, filters):
+        for rows in _text_rows(connection, owner_id, filters):
             buffer.seek(0)
             buffer.truncate()
             writer.writerows(rows)
             yield buffer.getvalue().encode()
 
 
-def ndjson_chunks(filters: ExportFilters) -> Iterator[bytes]:
-    """One JSON object per line, one chunk per batch of rows."""
+def ndjson_chunks(owner_id: int, filters: ExportFilters) -> Iterator[bytes]:
+    """``owner_id``'s events, one JSON object per line, one chunk per batch."""
     with db.engine.connect() as connection:
-        for rows in _text_rows(connection, filters):
+        for rows in _text_rows(connection, owner_id, filters):
             yield "".join(map(_json_line, rows)).encode()

@@ -1,4 +1,9 @@
-"""``/api/events``: the edge where request data becomes plain values."""
+"""``/api/events``: the edge where request data becomes plain values.
+
+Every route needs a bearer token; the caller's account id is read here,
+once, and every query is scoped to it. Another account's event answers
+exactly as an unknown one does.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,11 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
-from ..extensions import db
+from ..accounts import Scope, current_identity, require
+from ..http.problems import APIError
 from ..http.validation import parse
 from ..sqltypes import utcnow
 from . import export, services
-from .models import Event
 from .pagination import Cursor
 from .schemas import EventCreate, EventQuery, ExportFilters
 
@@ -27,26 +32,31 @@ bp = Blueprint("events", __name__, url_prefix="/api/events")
 
 
 @bp.post("")
+@require(Scope.WRITE)
 def create() -> ResponseReturnValue:
     data = parse(EventCreate, request.get_json())
-    event = services.create_event(data)
+    event = services.create_event(current_identity().account_id, data)
     location = url_for("events.get", event_id=event.id)
     return event.to_dict(), 201, {"Location": location}
 
 
 @bp.get("/<uuid:event_id>")
+@require(Scope.READ)
 def get(event_id: uuid.UUID) -> ResponseReturnValue:
-    event = db.get_or_404(Event, event_id, description=f"No event with id {event_id}.")
+    event = services.get_event(current_identity().account_id, event_id)
+    if event is None:
+        raise APIError(404, f"No event with id {event_id}.")
     return event.to_dict()
 
 
 @bp.get("")
+@require(Scope.READ)
 def index() -> ResponseReturnValue:
     query = parse(EventQuery, request.args.to_dict(), what="query")
     page = services.list_events(
+        current_identity().account_id,
         limit=query.limit,
         after=Cursor.decode(query.cursor) if query.cursor else None,
-        owner_id=query.owner_id,
         kind=query.kind,
     )
     return {
@@ -71,14 +81,16 @@ def streaming_download(
 
 
 @bp.get("/export.csv")
+@require(Scope.READ)
 def export_csv() -> ResponseReturnValue:
     filters = parse(ExportFilters, request.args.to_dict(), what="query")
-    return streaming_download(export.csv_chunks(filters), "csv", "text/csv")
+    chunks = export.csv_chunks(current_identity().account_id, filters)
+    return streaming_download(chunks, "csv", "text/csv")
 
 
 @bp.get("/export.ndjson")
+@require(Scope.READ)
 def export_ndjson() -> ResponseReturnValue:
     filters = parse(ExportFilters, request.args.to_dict(), what="query")
-    return streaming_download(
-        export.ndjson_chunks(filters), "ndjson", "application/x-ndjson"
-    )
+    chunks = export.ndjson_chunks(current_identity().account_id, filters)
+    return streaming_download(chunks, "ndjson", "application/x-ndjson")

@@ -19,7 +19,6 @@ from .models import AMOUNT_PRECISION, AMOUNT_SCALE, KIND_MAX_LENGTH
 
 MAX_PAGE_SIZE = 100
 
-OwnerId = Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)]
 Kind = Annotated[
     str,
     Field(min_length=1, max_length=KIND_MAX_LENGTH, pattern=r"^[a-z0-9][a-z0-9_.-]*$"),
@@ -27,9 +26,10 @@ Kind = Annotated[
 
 
 class EventCreate(BaseModel):
+    """The owner is the caller's account, never a field of the body."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    owner_id: OwnerId
     kind: Kind
     amount: Annotated[
         Decimal,
@@ -50,7 +50,6 @@ class EventQuery(BaseModel):
 
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)] = 50
     cursor: str | None = None
-    owner_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     kind: Kind | None = None
 
 
@@ -62,7 +61,6 @@ class ExportFilters(BaseModel):
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
     kind: Kind | None = None
-    owner_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
 
     @field_validator("until")
     @classmethod

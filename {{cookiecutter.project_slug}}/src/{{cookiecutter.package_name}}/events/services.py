@@ -6,6 +6,7 @@ same from a view, a CLI command, a task or a test.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,10 +25,10 @@ class Page:
     next_cursor: Cursor | None
 
 
-def create_event(data: EventCreate) -> Event:
+def create_event(owner_id: int, data: EventCreate) -> Event:
     now = utcnow()
     event = Event(
-        owner_id=data.owner_id,
+        owner_id=owner_id,
         kind=data.kind,
         amount=data.amount,
         payload=data.payload,
@@ -39,16 +40,25 @@ def create_event(data: EventCreate) -> Event:
     return event
 
 
+def get_event(owner_id: int, event_id: uuid.UUID) -> Event | None:
+    """The event, if it exists and belongs to ``owner_id``."""
+    return db.session.scalar(
+        select(Event).where(Event.id == event_id, Event.owner_id == owner_id)
+    )
+
+
 def list_events(
+    owner_id: int,
     *,
     limit: int,
     after: Cursor | None = None,
-    owner_id: int | None = None,
     kind: str | None = None,
 ) -> Page:
-    query = select(Event).order_by(Event.created_at.desc(), Event.id.desc())
-    if owner_id is not None:
-        query = query.where(Event.owner_id == owner_id)
+    query = (
+        select(Event)
+        .where(Event.owner_id == owner_id)
+        .order_by(Event.created_at.desc(), Event.id.desc())
+    )
     if kind is not None:
         query = query.where(Event.kind == kind)
     if after is not None:

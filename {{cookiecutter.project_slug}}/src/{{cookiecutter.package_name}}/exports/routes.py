@@ -1,5 +1,10 @@
 """``/api/exports``: start an export, poll it, download it.
 
+Starting and polling need a bearer token. The status of a finished export
+carries a short-lived signed ``download_url``, bound to the export and its
+account, that works without the header, so a browser can follow it. A
+tampered or expired signature gets a problem response, never the file.
+
 Downloads never stream bytes through Python in production: the app answers
 with ``X-Accel-Redirect`` and nginx sends the file from an ``internal``
 location, freeing the worker at once. (Flask's ``USE_X_SENDFILE`` sets
@@ -10,21 +15,25 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from flask import Blueprint, current_app, request, send_file, url_for
 from flask.typing import ResponseReturnValue
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, ConfigDict
 
+from ..accounts import Scope, current_identity, require
 from ..events.schemas import ExportFilters
-from ..extensions import db
 from ..http.problems import APIError
 from ..http.validation import parse
+from ..jobs import services as jobs
 from ..jobs.models import Job, JobStatus
 from ..jobs.routes import start_job
 from . import files, tasks
 
 bp = Blueprint("exports", __name__, url_prefix="/api/exports")
+
+DOWNLOAD_SALT = "exports.download"
 
 
 class ExportRequest(BaseModel):
@@ -34,35 +43,79 @@ class ExportRequest(BaseModel):
     filters: ExportFilters = ExportFilters()
 
 
-def get_export(export_id: uuid.UUID) -> Job:
-    job = db.session.get(Job, export_id)
-    if job is None or job.kind != tasks.KIND:
+def get_export(owner_id: int, export_id: uuid.UUID) -> Job:
+    job = jobs.get_job(owner_id, export_id, kind=tasks.KIND)
+    if job is None:
         raise APIError(404, f"No export with id {export_id}.")
     return job
 
 
+def download_signer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=DOWNLOAD_SALT)
+
+
+def signed_download_url(job: Job) -> str:
+    signature = download_signer().dumps([str(job.id), job.owner_id])
+    return url_for("exports.download", job_id=job.id, signature=signature)
+
+
+def verified_owner(job_id: uuid.UUID, signature: str) -> int:
+    """The account a download link was signed for, if it is genuine, unexpired
+    and for this export; else a 403 that says which."""
+    try:
+        signed: Any = download_signer().loads(
+            signature, max_age=current_app.config["EXPORT_DOWNLOAD_URL_TTL_SECONDS"]
+        )
+    except SignatureExpired:
+        raise APIError(
+            403, "The download link has expired; get a new one from the export."
+        ) from None
+    except BadSignature:
+        raise APIError(403, "The download link is not valid.") from None
+    if (
+        not isinstance(signed, list)
+        or len(signed) != len(["export", "account"])
+        or signed[0] != str(job_id)
+        or not isinstance(signed[1], int)
+    ):
+        raise APIError(403, "The download link is not valid.")
+    return signed[1]
+
+
 @bp.post("")
+@require(Scope.READ)
 def create() -> ResponseReturnValue:
     data = parse(ExportRequest, request.get_json())
     params = {
         "format": data.format,
         "filters": data.filters.model_dump(mode="json", exclude_none=True),
     }
-    return start_job(tasks.KIND, params, tasks.write_export, "exports.get")
+    return start_job(
+        current_identity().account_id,
+        tasks.KIND,
+        params,
+        tasks.write_export,
+        "exports.get",
+    )
 
 
 @bp.get("/<uuid:job_id>")
+@require(Scope.READ)
 def get(job_id: uuid.UUID) -> ResponseReturnValue:
-    job = get_export(job_id)
+    job = get_export(current_identity().account_id, job_id)
     body = job.to_dict()
     if job.status == JobStatus.SUCCEEDED:
-        body["download_url"] = url_for("exports.download", job_id=job.id)
+        body["download_url"] = signed_download_url(job)
     return body
 
 
 @bp.get("/<uuid:job_id>/download")
 def download(job_id: uuid.UUID) -> ResponseReturnValue:
-    job = get_export(job_id)
+    """Authorized by the signed link alone (see the module docstring)."""
+    signature = request.args.get("signature", "")
+    if not signature:
+        raise APIError(403, "A signed download link is required.")
+    job = get_export(verified_owner(job_id, signature), job_id)
     if job.status != JobStatus.SUCCEEDED:
         raise APIError(409, f"The export is {job.status}, not ready to download.")
     fmt = job.params["format"]

@@ -25,15 +25,16 @@ KIND = "export"
 
 
 @shared_task(base=JobTask, name="exports.write")
-def write_export(job_id: str) -> dict[str, Any] | None:
-    """Write the export file. A redelivery after success does nothing; one
-    after a crash mid-write writes the file again, whole."""
-    job = services.start(job_id)
+def write_export(job_id: str, owner_id: int) -> dict[str, Any] | None:
+    """Write ``owner_id``'s export file. A redelivery after success does
+    nothing; one after a crash mid-write writes the file again, whole."""
+    job = services.start(job_id, owner_id)
     if job is None:
         return None
     fmt = job.params["format"]
     filters = ExportFilters.model_validate(job.params.get("filters", {}))
-    chunks = csv_chunks(filters) if fmt == "csv" else ndjson_chunks(filters)
+    write = csv_chunks if fmt == "csv" else ndjson_chunks
+    chunks = write(owner_id, filters)
     name = files.filename(job.id, fmt)
     size, sha256 = files.write_atomically(
         Path(current_app.config["EXPORT_DIR"]), name, chunks

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -33,6 +33,7 @@ class Job(db.Model):  # type: ignore[name-defined]
     __tablename__ = "jobs"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     kind: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING)
@@ -43,8 +44,11 @@ class Job(db.Model):  # type: ignore[name-defined]
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    # The purge task deletes finished jobs by age.
-    __table_args__ = (Index("ix_jobs_finished_at", "finished_at"),)
+    # The purge task deletes finished jobs by age; owners read their own.
+    __table_args__ = (
+        Index("ix_jobs_finished_at", "finished_at"),
+        Index("ix_jobs_owner_id", "owner_id"),
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {

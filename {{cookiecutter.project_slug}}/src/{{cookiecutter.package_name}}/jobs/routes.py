@@ -10,12 +10,10 @@ from flask import Blueprint, request, url_for
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict
 
-from ..events.schemas import OwnerId
-from ..extensions import db
-from ..http.problems import problem
+from ..accounts import Scope, current_identity, require
+from ..http.problems import APIError, problem
 from ..http.validation import parse
 from . import services, tasks
-from .models import Job
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 
@@ -23,17 +21,21 @@ RETRY_AFTER_SECONDS = 10
 
 
 class OwnerSummaryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Nothing to choose yet: the summary is of the caller's own events."""
 
-    owner_id: OwnerId
+    model_config = ConfigDict(extra="forbid")
 
 
 def start_job(
-    kind: str, params: dict[str, Any], task: Task, status_endpoint: str
+    owner_id: int,
+    kind: str,
+    params: dict[str, Any],
+    task: Task,
+    status_endpoint: str,
 ) -> ResponseReturnValue:
     """Submit a job: 202 with its status URL, or 503 if the broker is down."""
     try:
-        job = services.submit_job(kind, params, task)
+        job = services.submit_job(owner_id, kind, params, task)
     except services.BrokerUnavailableError as exc:
         response = problem(
             503,
@@ -49,14 +51,23 @@ def start_job(
 
 
 @bp.post("/owner-summaries")
+@require(Scope.WRITE)
 def create_owner_summary() -> ResponseReturnValue:
-    data = parse(OwnerSummaryRequest, request.get_json())
+    # The body may be left out; if sent, it must be a (for now empty) object.
+    parse(OwnerSummaryRequest, request.get_json() if request.content_length else {})
     return start_job(
-        "owner_summary", {"owner_id": data.owner_id}, tasks.summarize_owner, "jobs.get"
+        current_identity().account_id,
+        "owner_summary",
+        {},
+        tasks.summarize_owner,
+        "jobs.get",
     )
 
 
 @bp.get("/<uuid:job_id>")
+@require(Scope.READ)
 def get(job_id: uuid.UUID) -> ResponseReturnValue:
-    job = db.get_or_404(Job, job_id, description=f"No job with id {job_id}.")
+    job = services.get_job(current_identity().account_id, job_id)
+    if job is None:
+        raise APIError(404, f"No job with id {job_id}.")
     return job.to_dict()

@@ -26,18 +26,24 @@ class BrokerUnavailableError(RuntimeError):
         self.job = job
 
 
-def submit_job(kind: str, params: dict[str, Any], task: Task) -> Job:
-    """Record a job, then send ``task(job_id)``.
+def submit_job(owner_id: int, kind: str, params: dict[str, Any], task: Task) -> Job:
+    """Record ``owner_id``'s job, then send ``task(job_id, owner_id)``.
 
     The row is committed first, so the worker always finds it. If sending
     fails the row is marked failed before the error is raised: nothing is
     left pending that no worker will ever pick up.
     """
-    job = Job(kind=kind, params=params, status=JobStatus.PENDING, attempts=0)
+    job = Job(
+        owner_id=owner_id,
+        kind=kind,
+        params=params,
+        status=JobStatus.PENDING,
+        attempts=0,
+    )
     db.session.add(job)
     db.session.commit()
     try:
-        enqueue(task, str(job.id), task_id=str(job.id))
+        enqueue(task, str(job.id), owner_id, task_id=str(job.id))
     except ENQUEUE_ERRORS as exc:
         log.warning("could not enqueue job %s: %s", job.id, exc)
         finish(job, JobStatus.FAILED, error="could not enqueue: broker unreachable")
@@ -45,17 +51,28 @@ def submit_job(kind: str, params: dict[str, Any], task: Task) -> Job:
     return job
 
 
-def start(job_id: str) -> Job | None:
-    """Mark the job running and count the attempt; None if already finished.
+def get_job(owner_id: int, job_id: uuid.UUID, kind: str | None = None) -> Job | None:
+    """The job, if it exists, belongs to ``owner_id`` (and is of ``kind``)."""
+    query = select(Job).where(Job.id == job_id, Job.owner_id == owner_id)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    return db.session.scalar(query)
+
+
+def start(job_id: str, owner_id: int) -> Job | None:
+    """Mark ``owner_id``'s job running and count the attempt; None if already
+    finished.
 
     A redelivered message (its worker died) finds a finished job and stops,
     so a job's effect is applied once however often its task is delivered.
     """
     job = db.session.scalar(
-        select(Job).where(Job.id == uuid.UUID(job_id)).with_for_update()
+        select(Job)
+        .where(Job.id == uuid.UUID(job_id), Job.owner_id == owner_id)
+        .with_for_update()
     )
     if job is None:
-        raise LookupError(f"no job {job_id}")
+        raise LookupError(f"no job {job_id} of account {owner_id}")
     if job.status in FINISHED:
         db.session.rollback()
         return None

@@ -28,7 +28,9 @@ SUMMARY_NAMESPACE = uuid.UUID("6f1c8d52-7a3e-4d0b-9b61-3c2f5e8a9d47")
 
 
 class JobTask(AppTask):
-    """A task whose first argument is a job id; its final failure (after
+    """A task whose arguments are a job id and the id of the account that
+    owns it (plain values; the task touches that account's rows only). Its
+    final failure (after
     any retries) marks the job failed, so no job stays running forever.
 
     The job row is the result: nothing is written to the result backend,
@@ -45,13 +47,12 @@ class JobTask(AppTask):
 
 
 @shared_task(base=JobTask, name="jobs.summarize_owner")
-def summarize_owner(job_id: str) -> dict[str, Any]:
+def summarize_owner(job_id: str, owner_id: int) -> dict[str, Any]:
     """Add up an owner's events and record the total as a summary event."""
-    job = services.start(job_id)
+    job = services.start(job_id, owner_id)
     if job is None:
         log.info("job %s finished already; nothing to do", job_id)
         return {"job_id": job_id, "skipped": True}
-    owner_id = int(job.params["owner_id"])
     count, total = db.session.execute(
         select(func.count(), func.coalesce(func.sum(Event.amount), 0)).where(
             Event.owner_id == owner_id, Event.kind != SUMMARY_KIND

@@ -1,0 +1,139 @@
+"""Accounts and tokens on plain values: create, issue, list, revoke, verify."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+
+from ..extensions import db
+from ..sqltypes import utcnow
+from . import tokens
+from .models import Account, ApiToken
+
+
+class Scope(enum.StrEnum):
+    """What a token may do. Each route requires one."""
+
+    READ = "read"
+    WRITE = "write"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a request acts for: plain values, safe to hand to services,
+    threads and tasks (never the ORM row)."""
+
+    account_id: int
+    token_id: uuid.UUID
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token as issued: ``secret`` exists here and nowhere else."""
+
+    id: uuid.UUID
+    secret: str
+
+
+class AccountError(ValueError):
+    """A CLI-level mistake: an unknown account, a duplicate name."""
+
+
+def create_account(name: str) -> Account:
+    if find_account(name) is not None:
+        raise AccountError(f"an account named {name!r} exists already")
+    account = Account(name=name)
+    db.session.add(account)
+    db.session.commit()
+    return account
+
+
+def find_account(name: str) -> Account | None:
+    return db.session.scalar(select(Account).where(Account.name == name))
+
+
+def get_or_create_account(name: str) -> Account:
+    return find_account(name) or create_account(name)
+
+
+def issue_token(
+    account: Account,
+    scopes: Iterable[str],
+    *,
+    name: str = "api",
+    expires_in: timedelta | None = None,
+) -> IssuedToken:
+    """Make a token for ``account``; only its digest is stored."""
+    secret = tokens.generate()
+    now = utcnow()
+    token = ApiToken(
+        account_id=account.id,
+        name=name,
+        token_hash=tokens.digest(secret),
+        scopes=" ".join(sorted(set(scopes))),
+        created_at=now,
+        expires_at=now + expires_in if expires_in else None,
+    )
+    db.session.add(token)
+    db.session.commit()
+    return IssuedToken(id=token.id, secret=secret)
+
+
+def list_tokens(account: Account) -> Sequence[ApiToken]:
+    return db.session.scalars(
+        select(ApiToken)
+        .where(ApiToken.account_id == account.id)
+        .order_by(ApiToken.created_at)
+    ).all()
+
+
+def revoke_token(token_id: uuid.UUID) -> bool:
+    """Revoke a token; False if there is none with that id."""
+    token = db.session.get(ApiToken, token_id)
+    if token is None:
+        return False
+    token.revoked_at = token.revoked_at or utcnow()
+    db.session.commit()
+    return True
+
+
+def authenticate(
+    secret: str, *, now: datetime, last_used_resolution: timedelta
+) -> Identity | None:
+    """The identity a bearer token stands for, or None when it is malformed,
+    unknown, expired or revoked (callers cannot tell which: all are 401).
+
+    ``last_used_at`` is written at most once per ``last_used_resolution``
+    per token, so a busy token does not turn every read into a write.
+    """
+    if not tokens.well_formed(secret):
+        return None
+    row = db.session.execute(
+        select(
+            ApiToken.id,
+            ApiToken.account_id,
+            ApiToken.scopes,
+            ApiToken.last_used_at,
+        ).where(
+            ApiToken.token_hash == tokens.digest(secret),
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    token_id, account_id, scopes, last_used_at = row
+    if last_used_at is None or now - last_used_at >= last_used_resolution:
+        db.session.execute(
+            update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+        )
+        db.session.commit()
+    return Identity(
+        account_id=account_id, token_id=token_id, scopes=frozenset(scopes.split())
+    )
