@@ -187,7 +187,7 @@ def test_two_apps_in_one_process_share_no_state(
     assert first_engine.url != second_engine.url
 
     created = first.test_client().post(
-        "/api/events", json={"owner_id": 1, "kind": "only.first", "amount": "1.00"}
+        "/api/events", json={"kind": "only.first", "amount": "1.00"}
     )
     assert created.status_code == 201
     event_id = created.get_json()["id"]

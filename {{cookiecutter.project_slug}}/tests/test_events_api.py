@@ -1,4 +1,5 @@
-"""The events API: validated create, JSON 404, keyset pagination."""
+"""The events API: validated create, JSON 404, keyset pagination, each
+account seeing its own events."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from support import problem_of
+from support import account_id, issue_token, problem_of
 
-VALID = {"owner_id": 7, "kind": "purchase", "amount": "19.99", "payload": "hello"}
+VALID = {"kind": "purchase", "amount": "19.99", "payload": "hello"}
 
 
 def create(client: FlaskClient, **fields: object) -> dict:
@@ -21,7 +22,9 @@ def create(client: FlaskClient, **fields: object) -> dict:
     return response.get_json()
 
 
-def test_create_returns_the_event_with_exact_types(client: FlaskClient) -> None:
+def test_create_returns_the_event_with_exact_types(
+    app: Flask, client: FlaskClient
+) -> None:
     response = client.post(
         "/api/events",
         json={**VALID, "occurred_at": "2026-03-01T12:00:00+02:00"},
@@ -29,7 +32,7 @@ def test_create_returns_the_event_with_exact_types(client: FlaskClient) -> None:
     assert response.status_code == 201
     body = response.get_json()
     assert response.headers["Location"] == f"/api/events/{body['id']}"
-    assert body["owner_id"] == 7
+    assert body["owner_id"] == account_id(app)
     assert body["kind"] == "purchase"
     assert body["amount"] == "19.99"
     assert body["payload"] == "hello"
@@ -40,7 +43,7 @@ def test_create_returns_the_event_with_exact_types(client: FlaskClient) -> None:
 def test_amount_given_as_a_json_number_stays_exact(client: FlaskClient) -> None:
     response = client.post(
         "/api/events",
-        data='{"owner_id": 1, "kind": "k", "amount": 9999999999.99}',
+        data='{"kind": "k", "amount": 9999999999.99}',
         content_type="application/json",
     )
     assert response.status_code == 201
@@ -70,9 +73,9 @@ def test_get_with_a_malformed_id_is_a_json_404(client: FlaskClient) -> None:
 @pytest.mark.parametrize(
     ("body", "bad_fields"),
     [
-        ({}, {"owner_id", "kind", "amount"}),
-        ({**VALID, "owner_id": "7"}, {"owner_id"}),
-        ({**VALID, "owner_id": 0}, {"owner_id"}),
+        ({}, {"kind", "amount"}),
+        # The owner is the caller's account: a body cannot name one.
+        ({**VALID, "owner_id": 7}, {"owner_id"}),
         ({**VALID, "kind": "Not Valid!"}, {"kind"}),
         ({**VALID, "kind": "k" * 65}, {"kind"}),
         ({**VALID, "amount": "1.234"}, {"amount"}),
@@ -102,7 +105,7 @@ def test_a_body_that_is_not_an_object_is_refused(
 
 
 def test_list_pages_through_every_event_once_newest_first(client: FlaskClient) -> None:
-    ids = [create(client, owner_id=n % 3 + 1)["id"] for n in range(25)]
+    ids = [create(client, kind=f"k{n % 3}")["id"] for n in range(25)]
     seen, cursor, pages = [], None, 0
     while True:
         query = {"limit": 10, **({"cursor": cursor} if cursor else {})}
@@ -144,12 +147,24 @@ def test_list_is_stable_under_concurrent_inserts(
     assert set(seen) == before, "an event was skipped, or a later one slipped in"
 
 
-def test_list_filters_by_owner_and_kind(client: FlaskClient) -> None:
-    create(client, owner_id=1, kind="a")
-    create(client, owner_id=2, kind="a")
-    create(client, owner_id=1, kind="b")
-    only = client.get("/api/events?owner_id=1&kind=a").get_json()["items"]
-    assert [(e["owner_id"], e["kind"]) for e in only] == [(1, "a")]
+def test_each_account_lists_only_its_own_events_filtered_by_kind(
+    app: Flask, client: FlaskClient
+) -> None:
+    other = app.test_client(token=issue_token(app, "other"))
+    mine_a = create(client, kind="a")["id"]
+    theirs_a = create(other, kind="a")["id"]
+    create(client, kind="b")
+    theirs_b = create(other, kind="b")["id"]
+
+    only = client.get("/api/events?kind=a").get_json()["items"]
+    assert [(e["id"], e["owner_id"], e["kind"]) for e in only] == [
+        (mine_a, account_id(app), "a")
+    ]
+    everything = other.get("/api/events").get_json()["items"]
+    assert [(e["id"], e["owner_id"]) for e in everything] == [
+        (theirs_b, account_id(app, "other")),
+        (theirs_a, account_id(app, "other")),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -160,7 +175,8 @@ def test_list_filters_by_owner_and_kind(client: FlaskClient) -> None:
         ("limit=0", "limit"),
         ("limit=101", "limit"),
         ("limit=ten", "limit"),
-        ("owner_id=-1", "owner_id"),
+        # Lists are of the caller's events: no owner to choose.
+        ("owner_id=1", "owner_id"),
         ("sort=asc", "sort"),
     ],
 )

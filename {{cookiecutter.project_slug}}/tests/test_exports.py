@@ -1,4 +1,5 @@
-"""Streaming exports: complete, correct, lazy, and tidy when cut off."""
+"""Streaming exports: complete, correct, lazy, tidy when cut off, and of
+the caller's own events only."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import io
 import json
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import select, text
 from werkzeug.serving import make_server
 
@@ -21,7 +24,7 @@ from {{ cookiecutter.package_name }}.events import export
 from {{ cookiecutter.package_name }}.events.models import Event
 from {{ cookiecutter.package_name }}.extensions import db
 
-from support import checked_out, problem_of, wait_for
+from support import account_id, checked_out, issue_token, problem_of, wait_for
 
 SOCKET_BUFFER = 16384
 TRICKY_PAYLOADS = [
@@ -33,21 +36,29 @@ TRICKY_PAYLOADS = [
     "ünïcødé ✓",
     "x" * 300,
 ]
+# Events of another account, which no export of the tester's may contain.
+OTHER_ROWS = 321
 
 
 @pytest.fixture
 def seeded_app(make_app: Callable[..., Flask]) -> Flask:
+    """1234 events of the tester's account, and some of another account's."""
     app = make_app()
+    tester, other = account_id(app), account_id(app, "other")
     with app.app_context():
-        seed_events(1234, batch_size=500, seed=7)
+        seed_events(tester, 1234, batch_size=500, seed=7)
+        seed_events(other, OTHER_ROWS, batch_size=500, seed=8)
         db.session.remove()
     return app
 
 
 def database_rows(app: Flask) -> list[tuple[str, ...]]:
-    """Every event as the export should write it, in export order."""
+    """Every event of the tester's as the export should write it, in export
+    order."""
+    owner_id = account_id(app)
     with app.app_context():
-        rows = db.session.execute(export.export_query(export.ExportFilters())).all()
+        query = export.export_query(owner_id, export.ExportFilters())
+        rows = db.session.execute(query).all()
         db.session.remove()
     return [tuple(str(field) for field in export._csv_fields(row)) for row in rows]
 
@@ -60,6 +71,7 @@ def test_csv_export_is_complete_and_ordered(seeded_app: Flask) -> None:
     assert response.headers["Content-Disposition"].startswith("attachment; filename=")
     rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
     assert tuple(rows[0]) == export.COLUMNS
+    assert len(rows[1:]) == 1234
     assert [tuple(row) for row in rows[1:]] == database_rows(seeded_app)
 
 
@@ -81,7 +93,7 @@ def test_awkward_values_survive_the_round_trip(make_app: Callable[..., Flask]) -
     for payload in TRICKY_PAYLOADS:
         client.post(
             "/api/events",
-            json={"owner_id": 1, "kind": "k", "amount": "0.10", "payload": payload},
+            json={"kind": "k", "amount": "0.10", "payload": payload},
         )
     body = client.get("/api/events/export.csv").get_data(as_text=True)
     rows = list(csv.DictReader(io.StringIO(body)))
@@ -92,6 +104,7 @@ def test_awkward_values_survive_the_round_trip(make_app: Callable[..., Flask]) -
 
 
 def test_filters_narrow_the_export(seeded_app: Flask) -> None:
+    tester = account_id(seeded_app)
     with seeded_app.app_context():
         events = db.session.scalars(select(Event)).all()
         db.session.remove()
@@ -101,7 +114,9 @@ def test_filters_narrow_the_export(seeded_app: Flask) -> None:
     expected = {
         str(e.id)
         for e in events
-        if e.kind == "purchase" and middle <= e.created_at < middle + timedelta(days=3)
+        if e.owner_id == tester
+        and e.kind == "purchase"
+        and middle <= e.created_at < middle + timedelta(days=3)
     }
     response = seeded_app.test_client().get(
         "/api/events/export.csv",
@@ -111,15 +126,18 @@ def test_filters_narrow_the_export(seeded_app: Flask) -> None:
     assert {row["id"] for row in rows} == expected
     assert expected, "the filter window should not be empty"
 
-    owner = events[0].owner_id
-    response = seeded_app.test_client().get(
-        f"/api/events/export.ndjson?owner_id={owner}"
-    )
-    owners = {
-        json.loads(line)["owner_id"]
-        for line in response.get_data(as_text=True).splitlines()
-    }
-    assert owners == {owner}
+
+def test_each_account_exports_only_its_own_events(seeded_app: Flask) -> None:
+    def owners(client: FlaskClient) -> Counter[int]:
+        response = client.get("/api/events/export.ndjson")
+        assert response.status_code == 200
+        lines = response.get_data(as_text=True).splitlines()
+        return Counter(json.loads(line)["owner_id"] for line in lines)
+
+    tester, other = account_id(seeded_app), account_id(seeded_app, "other")
+    assert owners(seeded_app.test_client()) == {tester: 1234}
+    other_client = seeded_app.test_client(token=issue_token(seeded_app, "other"))
+    assert owners(other_client) == {other: OTHER_ROWS}
 
 
 @pytest.mark.parametrize(
@@ -128,7 +146,8 @@ def test_filters_narrow_the_export(seeded_app: Flask) -> None:
         ("since=2026-01-01T00:00:00", "since"),
         ("since=yesterday", "since"),
         ("since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "until"),
-        ("owner_id=x", "owner_id"),
+        # Exports are of the caller's events: no owner to choose.
+        ("owner_id=1", "owner_id"),
         ("kind=Bad Kind", "kind"),
         ("format=xml", "format"),
     ],
@@ -172,8 +191,9 @@ def idle_in_transaction(app: Flask) -> int:
 @pytest.fixture
 def served(make_app: Callable[..., Flask]) -> Iterator[tuple[Flask, int]]:
     app = make_app()
+    owner_id = account_id(app)
     with app.app_context():
-        seed_events(20_000, seed=3)
+        seed_events(owner_id, 20_000, seed=3)
         db.session.remove()
     server = make_server("127.0.0.1", 0, app, threaded=True)
     # Small fixed send buffers (inherited by accepted sockets): the server
@@ -191,13 +211,15 @@ def test_a_client_that_hangs_up_leaves_nothing_open(
     served: tuple[Flask, int], extension: str
 ) -> None:
     app, port = served
+    token = issue_token(app)
     with socket.socket() as client:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
         client.settimeout(10)
         client.connect(("127.0.0.1", port))
         client.sendall(
             f"GET /api/events/export.{extension} HTTP/1.1\r\n"
-            f"Host: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+            f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            "Connection: close\r\n\r\n".encode()
         )
         received = client.recv(65536)
         assert b"200 OK" in received
@@ -231,7 +253,6 @@ def test_the_database_formats_rows_as_python_would(
         created = client.post(
             "/api/events",
             json={
-                "owner_id": 2,
                 "kind": "k",
                 "amount": AWKWARD_AMOUNTS[index % len(AWKWARD_AMOUNTS)],
                 "payload": payload,
@@ -239,17 +260,19 @@ def test_the_database_formats_rows_as_python_would(
             },
         )
         assert created.status_code == 201, created.get_json()
+    owner_id = account_id(app)
     with app.app_context():
-        seed_events(200, seed=5)
+        seed_events(owner_id, 200, seed=5)
         filters = export.ExportFilters()
-        written_csv = b"".join(export.csv_chunks(filters)).decode()
-        written_ndjson = b"".join(export.ndjson_chunks(filters)).decode()
+        written_csv = b"".join(export.csv_chunks(owner_id, filters)).decode()
+        written_ndjson = b"".join(export.ndjson_chunks(owner_id, filters)).decode()
         with db.engine.connect() as connection:
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
             writer.writerow(export.COLUMNS)
             lines = []
-            for rows in export._stream(connection, export.export_query(filters)):
+            query = export.export_query(owner_id, filters)
+            for rows in export._stream(connection, query):
                 fields = [export._csv_fields(row) for row in rows]
                 writer.writerows(fields)
                 lines += [
@@ -272,7 +295,7 @@ def test_timestamps_are_utc_with_microseconds(make_app: Callable[..., Flask]) ->
     at = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
     app.test_client().post(
         "/api/events",
-        json={"owner_id": 1, "kind": "k", "amount": "1", "occurred_at": at.isoformat()},
+        json={"kind": "k", "amount": "1", "occurred_at": at.isoformat()},
     )
     row = next(csv.DictReader(io.StringIO(
         app.test_client().get("/api/events/export.csv").get_data(as_text=True)

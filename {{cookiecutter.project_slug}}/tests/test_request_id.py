@@ -79,5 +79,8 @@ def test_production_logs_are_json_lines_with_the_request_id(
             "logger": "test.view",
             "message": "inside the view",
             "request_id": "req-json-7",
+            # An unauthenticated route: no caller to name.
+            "account_id": "-",
+            "token_id": "-",
         }
     ]

@@ -27,7 +27,7 @@ from {{ cookiecutter.package_name }}.jobs import tasks
 from {{ cookiecutter.package_name }}.jobs.models import Job, JobStatus
 from {{ cookiecutter.package_name }}.metrics import tasks as task_metrics
 
-from support import WorkerProcess, celery_process, free_port, wait_for
+from support import WorkerProcess, account_id, celery_process, free_port, wait_for
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STATES = ("received", "started", "succeeded", "failed", "retried")
@@ -173,6 +173,7 @@ def test_prefork_worker_adds_up_its_pool_processes(
     """``received`` is counted in the worker's main process, the rest in
     pool processes; the worker's endpoint shows them all."""
     app = make_app()
+    owner_id, other_id = account_id(app), account_id(app, "other")
     metrics_dir = tmp_path / "worker-metrics"
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"an earlier run's file")
@@ -186,18 +187,20 @@ def test_prefork_worker_adds_up_its_pool_processes(
     with celery_worker(env, tmp_path / "worker.log") as worker:
         assert not (metrics_dir / "counter_1.db").exists()
         client = app.test_client()
-        client.post(
-            "/api/events", json={"owner_id": 8, "kind": "sale", "amount": "1.00"}
-        )
-        assert (
-            client.post("/api/jobs/owner-summaries", json={"owner_id": 8}).status_code
-            == 202
-        )
+        client.post("/api/events", json={"kind": "sale", "amount": "1.00"})
+        assert client.post("/api/jobs/owner-summaries").status_code == 202
         with app.app_context():
-            broken = Job(kind="owner_summary", params={}, status=JobStatus.PENDING)
+            broken = Job(
+                owner_id=owner_id,
+                kind="owner_summary",
+                params={},
+                status=JobStatus.PENDING,
+            )
             db.session.add(broken)
             db.session.commit()
-            enqueue(tasks.summarize_owner, str(broken.id), task_id=str(broken.id))
+            # Sent for another account than the job's: this task fails.
+            broken_id = str(broken.id)
+            enqueue(tasks.summarize_owner, broken_id, other_id, task_id=broken_id)
             db.session.remove()
 
         def finished() -> dict[str, float] | None:

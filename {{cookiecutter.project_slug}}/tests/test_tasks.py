@@ -28,13 +28,14 @@ from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.background import NotPlainValueError
 from {{ cookiecutter.package_name }}.celery_app import AppTask, enqueue
 from {{ cookiecutter.package_name }}.config import ConfigError
+from {{ cookiecutter.package_name }}.exports import routes as export_routes
 from {{ cookiecutter.package_name }}.exports import tasks as export_tasks
 from {{ cookiecutter.package_name }}.extensions import db
 from {{ cookiecutter.package_name }}.jobs import tasks
 from {{ cookiecutter.package_name }}.jobs.models import Job, JobStatus
 from {{ cookiecutter.package_name }}.sqltypes import utcnow
 
-from support import checked_out, problem_of, wait_for
+from support import account_id, checked_out, issue_token, problem_of, wait_for
 
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
 probe_sessions: list[Any] = []
@@ -90,19 +91,23 @@ def job_status(client: Any, status_url: str) -> dict[str, Any] | None:
     return body if body["status"] in ("succeeded", "failed") else None
 
 
-def add_events(app: Flask, owner_id: int, amounts: list[str]) -> None:
-    client = app.test_client()
+def add_events(client: Any, amounts: list[str], kind: str = "sale") -> None:
+    """Events of the client's account."""
     for amount in amounts:
-        created = client.post(
-            "/api/events", json={"owner_id": owner_id, "kind": "sale", "amount": amount}
-        )
+        created = client.post("/api/events", json={"kind": kind, "amount": amount})
         assert created.status_code == 201
 
 
+def other_account_client(app: Flask) -> Any:
+    return app.test_client(token=issue_token(app, "other"))
+
+
 def test_enqueued_job_runs_and_reports_success(worker_app: Flask) -> None:
-    add_events(worker_app, 5, ["10.10", "20.20", "0.01"])
     client = worker_app.test_client()
-    response = client.post("/api/jobs/owner-summaries", json={"owner_id": 5})
+    add_events(client, ["10.10", "20.20", "0.01"])
+    # Another account's events are not the caller's to add up.
+    add_events(other_account_client(worker_app), ["99.99"])
+    response = client.post("/api/jobs/owner-summaries")
     assert response.status_code == 202
     body = response.get_json()
     assert body["status"] == "pending"
@@ -111,6 +116,7 @@ def test_enqueued_job_runs_and_reports_success(worker_app: Flask) -> None:
     done = wait_for(lambda: job_status(client, body["status_url"]), what="the job")
     assert done["status"] == "succeeded"
     assert done["attempts"] == 1
+    assert done["result"]["owner_id"] == account_id(worker_app)
     assert done["result"]["events"] == 3
     assert done["result"]["total"] == "30.31"
     summary = client.get(f"/api/events/{done['result']['summary_event_id']}")
@@ -119,16 +125,24 @@ def test_enqueued_job_runs_and_reports_success(worker_app: Flask) -> None:
 
 
 def test_a_failing_job_is_reported_failed(worker_app: Flask) -> None:
+    owner_id, other_id = account_id(worker_app), account_id(worker_app, "other")
     with worker_app.app_context():
-        job = Job(kind="owner_summary", params={}, status=JobStatus.PENDING)
+        job = Job(
+            owner_id=owner_id,
+            kind="owner_summary",
+            params={},
+            status=JobStatus.PENDING,
+        )
         db.session.add(job)
         db.session.commit()
         job_id = str(job.id)
-        enqueue(tasks.summarize_owner, job_id, task_id=job_id)
+        # A message naming another account than the job's: the task finds
+        # no job of that account to run, and raises.
+        enqueue(tasks.summarize_owner, job_id, other_id, task_id=job_id)
     client = worker_app.test_client()
     done = wait_for(lambda: job_status(client, f"/api/jobs/{job_id}"), what="failure")
     assert done["status"] == "failed"
-    assert "KeyError" in done["error"]
+    assert "LookupError" in done["error"]
     assert checked_out(worker_app) == 0
 
 
@@ -136,16 +150,20 @@ def test_periodic_purge_reads_config_and_deletes_expired_jobs(
     worker_app: Flask,
 ) -> None:
     retention = worker_app.config["JOB_RETENTION_DAYS"]
+    owner_id = account_id(worker_app)
     with worker_app.app_context():
         now = utcnow()
         old = Job(
+            owner_id=owner_id,
             kind="k",
             params={},
             status="succeeded",
             finished_at=now - timedelta(days=retention + 1),
         )
-        recent = Job(kind="k", params={}, status="succeeded", finished_at=now)
-        running = Job(kind="k", params={}, status="running")
+        recent = Job(
+            owner_id=owner_id, kind="k", params={}, status="succeeded", finished_at=now
+        )
+        running = Job(owner_id=owner_id, kind="k", params={}, status="running")
         db.session.add_all([old, recent, running])
         db.session.commit()
         kept = {recent.id, running.id}
@@ -193,13 +211,14 @@ def test_the_request_id_follows_the_task_into_its_logs(
     client = worker_app.test_client()
     response = client.post(
         "/api/jobs/owner-summaries",
-        json={"owner_id": 11},
+        json={},
         headers={"X-Request-ID": "req-to-task-1"},
     )
     wait_for(lambda: job_status(client, response.get_json()["status_url"]))
     task_records = [r for r in caplog.records if r.name.endswith("jobs.tasks")]
     assert task_records
     assert {r.request_id for r in task_records} == {"req-to-task-1"}
+    assert {r.account_id for r in task_records} == {str(account_id(worker_app))}
 
 
 def test_tasks_sent_outside_a_request_get_their_own_id(
@@ -238,7 +257,7 @@ def test_broker_down_gives_503_quickly_and_marks_the_job_failed(
     app = make_app()
     client = app.test_client()
     started = time.monotonic()
-    response = client.post("/api/jobs/owner-summaries", json={"owner_id": 1})
+    response = client.post("/api/jobs/owner-summaries")
     elapsed = time.monotonic() - started
     assert response.status_code == 503
     assert elapsed < 2, f"enqueueing took {elapsed:.2f}s with the broker down"
@@ -296,7 +315,8 @@ def test_unknown_job_is_a_json_404(client: Any) -> None:
 
 
 def test_invalid_job_request_is_a_400(client: Any) -> None:
-    response = client.post("/api/jobs/owner-summaries", json={"owner_id": "x"})
+    # The summary is of the caller's events: a body cannot name an owner.
+    response = client.post("/api/jobs/owner-summaries", json={"owner_id": 1})
     assert response.status_code == 400
     assert "owner_id" in problem_of(response)["errors"]
 
@@ -309,17 +329,36 @@ def run_export(app: Flask, body: dict[str, Any]) -> dict[str, Any]:
     return wait_for(lambda: job_status(client, status_url), what="the export")
 
 
+def download_url(app: Flask, export_id: str) -> str:
+    """The signed link the status of a finished export carries."""
+    status = app.test_client().get(f"/api/exports/{export_id}").get_json()
+    assert status["status"] == "succeeded", status
+    return status["download_url"]
+
+
+def signed_download_url(app: Flask, job_id: uuid.UUID, owner_id: int) -> str:
+    """A genuine link, signed as the status route signs them, for any job
+    (the status route only hands them out for finished exports)."""
+    with app.test_request_context():
+        return export_routes.signed_download_url(Job(id=job_id, owner_id=owner_id))
+
+
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
 def test_background_export_matches_the_streamed_one(
     worker_app: Flask, fmt: str
 ) -> None:
-    add_events(worker_app, 3, ["1.00", "2.50", "3.75"])
-    done = run_export(worker_app, {"format": fmt, "filters": {"owner_id": 3}})
-    assert done["status"] == "succeeded", done
     client = worker_app.test_client()
-    streamed = client.get(f"/api/events/export.{fmt}?owner_id=3").data
-    status = client.get(f"/api/exports/{done['id']}").get_json()
-    with client.get(status["download_url"]) as download:
+    add_events(client, ["1.00", "2.50", "3.75"])
+    add_events(client, ["9.99"], kind="refund")
+    add_events(other_account_client(worker_app), ["4.00"])
+    done = run_export(worker_app, {"format": fmt, "filters": {"kind": "sale"}})
+    assert done["status"] == "succeeded", done
+    streamed = client.get(f"/api/events/export.{fmt}?kind=sale").data
+    # The caller's three sales, nothing of the other account's (and a header).
+    assert len(streamed.splitlines()) == 3 + (fmt == "csv")
+    # The signed link is the credential: no bearer token is sent.
+    anonymous = worker_app.test_client(token=None)
+    with anonymous.get(download_url(worker_app, done["id"])) as download:
         assert download.status_code == 200
         assert download.data == streamed
     assert done["result"]["size"] == len(streamed)
@@ -334,7 +373,8 @@ def test_background_export_matches_the_streamed_one(
 def test_production_downloads_go_through_x_accel_redirect(worker_app: Flask) -> None:
     done = run_export(worker_app, {"format": "csv"})
     worker_app.config["EXPORT_X_ACCEL"] = True
-    response = worker_app.test_client().get(f"/api/exports/{done['id']}/download")
+    link = download_url(worker_app, done["id"])
+    response = worker_app.test_client(token=None).get(link)
     assert response.status_code == 200
     assert response.headers["X-Accel-Redirect"] == f"/_exports/{done['id']}.csv"
     assert response.mimetype == "text/csv"
@@ -347,26 +387,38 @@ def test_download_refuses_unknown_unfinished_and_expired_exports(
     worker_app: Flask,
 ) -> None:
     client = worker_app.test_client()
-    assert client.get(f"/api/exports/{uuid.uuid4()}/download").status_code == 404
+    anonymous = worker_app.test_client(token=None)
+    owner_id = account_id(worker_app)
+    unknown = uuid.uuid4()
+    assert anonymous.get(f"/api/exports/{unknown}/download").status_code == 403
+    unknown_link = signed_download_url(worker_app, unknown, owner_id)
+    assert anonymous.get(unknown_link).status_code == 404
     with worker_app.app_context():
-        running = Job(kind="export", params={"format": "csv"}, status="running")
-        summary = Job(kind="owner_summary", params={}, status="succeeded")
+        running = Job(
+            owner_id=owner_id, kind="export", params={"format": "csv"}, status="running"
+        )
+        summary = Job(
+            owner_id=owner_id, kind="owner_summary", params={}, status="succeeded"
+        )
         db.session.add_all([running, summary])
         db.session.commit()
         running_id, summary_id = running.id, summary.id
         db.session.remove()
-    conflict = client.get(f"/api/exports/{running_id}/download")
+    conflict = anonymous.get(signed_download_url(worker_app, running_id, owner_id))
     assert conflict.status_code == 409
     assert "running" in problem_of(conflict)["detail"]
     # A job of another kind is not an export.
     assert client.get(f"/api/exports/{summary_id}").status_code == 404
+    summary_link = signed_download_url(worker_app, summary_id, owner_id)
+    assert anonymous.get(summary_link).status_code == 404
 
     done = run_export(worker_app, {"format": "ndjson"})
+    link = download_url(worker_app, done["id"])
     worker_app.config["EXPORT_TTL_HOURS"] = 0
     with worker_app.app_context():
         purged = enqueue(export_tasks.purge_expired).get(timeout=30)
     assert purged >= 1
-    assert client.get(f"/api/exports/{done['id']}/download").status_code == 404
+    assert anonymous.get(link).status_code == 404
     assert not (
         Path(worker_app.config["EXPORT_DIR"]) / done["result"]["filename"]
     ).exists()
@@ -378,6 +430,8 @@ def test_download_refuses_unknown_unfinished_and_expired_exports(
         ({"format": "xml"}, "format"),
         ({"format": "csv", "filters": {"since": "yesterday"}}, "filters.since"),
         ({"format": "csv", "path": "/etc/passwd"}, "path"),
+        # Exports are of the caller's events: no owner to choose.
+        ({"format": "csv", "filters": {"owner_id": 1}}, "filters.owner_id"),
     ],
 )
 def test_bad_export_requests_are_400(

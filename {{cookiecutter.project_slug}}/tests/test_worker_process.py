@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from {{ cookiecutter.package_name }}.events.models import Event
 from {{ cookiecutter.package_name }}.extensions import db
 from {{ cookiecutter.package_name }}.jobs.tasks import SUMMARY_KIND
 
-from support import celery_process, wait_for
+from support import account_id, celery_process, wait_for
 
 
 def worker_process(env: dict[str, str], log_path: Path) -> Any:
@@ -43,8 +44,8 @@ def worker_process(env: dict[str, str], log_path: Path) -> Any:
     return celery_process(arguments, env, log_path, ready=" ready.")
 
 
-def finished_job(app: Flask, status_url: str) -> dict[str, Any] | None:
-    body = app.test_client().get(status_url).get_json()
+def finished_job(client: FlaskClient, status_url: str) -> dict[str, Any] | None:
+    body = client.get(status_url).get_json()
     return body if body["status"] in ("succeeded", "failed") else None
 
 
@@ -59,13 +60,11 @@ def summaries_of(app: Flask, owner_id: int) -> int:
         return count
 
 
-def start_summary(app: Flask, owner_id: int) -> str:
-    client = app.test_client()
+def start_summary(client: FlaskClient) -> str:
+    """Two events of the client's account, and a summary job of them."""
     for amount in ("5.00", "7.25"):
-        client.post(
-            "/api/events", json={"owner_id": owner_id, "kind": "sale", "amount": amount}
-        )
-    response = client.post("/api/jobs/owner-summaries", json={"owner_id": owner_id})
+        client.post("/api/events", json={"kind": "sale", "amount": amount})
+    response = client.post("/api/jobs/owner-summaries")
     assert response.status_code == 202, response.data
     return response.get_json()["status_url"]
 
@@ -87,14 +86,15 @@ def test_sigkilled_task_is_redelivered_and_applied_once(
         "WORKER_GATE_DIR": str(gate),
         "WORKER_GATE_PHASE": phase,
     }
+    client = app.test_client()
     with worker_process(env, tmp_path / "worker.log") as worker:
-        status_url = start_summary(app, owner_id=21)
+        status_url = start_summary(client)
         reached = wait_for(lambda: list(gate.glob("reached-*")), what="the gate")
         child_pid = int(reached[0].name.removeprefix("reached-"))
         assert child_pid != worker.process.pid  # the pool process, not the parent
         os.kill(child_pid, signal.SIGKILL)
 
-        job = wait_for(lambda: finished_job(app, status_url), timeout=60, what="job")
+        job = wait_for(lambda: finished_job(client, status_url), timeout=60, what="job")
         if phase == "postrun":
             # The effect was committed before the kill; the redelivered
             # message must find the job done and change nothing.
@@ -107,7 +107,7 @@ def test_sigkilled_task_is_redelivered_and_applied_once(
     assert job["status"] == "succeeded", job
     assert job["attempts"] == 1
     assert job["result"]["total"] == "12.25"
-    assert summaries_of(app, owner_id=21) == 1
+    assert summaries_of(app, owner_id=account_id(app)) == 1
 
 
 def test_without_redis_a_worker_runs_tasks_from_local_files(
@@ -116,13 +116,14 @@ def test_without_redis_a_worker_runs_tasks_from_local_files(
     app = make_app()
     assert app.extensions["celery"].conf.broker_url == "filesystem://"
     env = {"DATABASE_URL": database_url, "REDIS_URL": "", "CELERY_KEY_PREFIX": ""}
+    client = app.test_client()
     with worker_process(env, tmp_path / "worker.log") as worker:
-        status_url = start_summary(app, owner_id=33)
-        job = wait_for(lambda: finished_job(app, status_url), timeout=60, what="job")
+        status_url = start_summary(client)
+        job = wait_for(lambda: finished_job(client, status_url), timeout=60, what="job")
         log = worker.log()
     assert "Celery broker: local files" in log
     assert job["status"] == "succeeded", log
-    assert summaries_of(app, owner_id=33) == 1
+    assert summaries_of(app, owner_id=account_id(app)) == 1
 
 
 def test_beat_starts_with_the_purge_schedule(
