@@ -41,7 +41,7 @@ PREFIXES = (
     "EXPORT_",
 {%- endif %}
 )
-NAMES = ("PROXY_HOPS", "LOG_LEVEL", "REDIS_URL")
+NAMES = ("PROXY_HOPS", "LOG_LEVEL"{% if cookiecutter.use_celery == "y" %}, "REDIS_URL"{% endif %})
 
 Findings = list[tuple[str, str]]
 
@@ -52,7 +52,9 @@ def production_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name in list(os.environ):
         if name.startswith(PREFIXES) or name in NAMES:
             monkeypatch.delenv(name)
+{%- if cookiecutter.database == "postgresql" or cookiecutter.use_celery == "y" %}
     password = secrets.token_urlsafe(12)
+{%- endif %}
     env = {
         "APP_ENV": "production",
         "SECRET_KEY": secrets.token_urlsafe(48),
@@ -63,9 +65,9 @@ def production_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 {%- endif %}
         "TRUSTED_HOSTS": "api.example.com",
         "SENTRY_DSN": f"https://{secrets.token_hex(16)}@o1.ingest.sentry.io/1",
+{%- if cookiecutter.use_celery == "y" %}
         # The Celery broker, and where rate limits are counted.
         "REDIS_URL": f"redis://:{password}@redis.internal:6379/0",
-{%- if cookiecutter.use_celery == "y" %}
         "EXPORT_DIR": "/srv/app/exports",
 {%- endif %}
     }
@@ -99,7 +101,7 @@ def assert_only(result: Result, expected: Findings) -> None:
 
 def assert_no_secret(output: str, env: dict[str, str]) -> None:
     """None of the environment's secrets, nor the passwords in its URLs."""
-    urls = [env["DATABASE_URL"], env["REDIS_URL"]]
+    urls = [env[name] for name in env if name.endswith("_URL")]
     passwords = [urlsplit(url).password for url in urls]
     for secret in [env["SECRET_KEY"], env["SENTRY_DSN"], *urls, *passwords]:
         if secret:
@@ -330,10 +332,10 @@ def test_rate_limits_in_memory_with_several_workers_are_a_warning(
     assert_only(check(), [])
 
 
-def test_rate_limits_in_redis_pass(
+def test_rate_limits_in_shared_storage_pass(
     production_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FLASK_RATELIMIT_STORAGE_URI", "redis://redis.internal:6379/1")
+    monkeypatch.setenv("FLASK_RATELIMIT_STORAGE_URI", "memcached://cache.internal")
     assert_only(check(), [])
 
 
@@ -423,7 +425,7 @@ def test_no_secret_is_ever_printed(
     weak = "Zq8-Lm3x-" + secrets.token_hex(4)
     monkeypatch.setenv("FLASK_SECRET_KEY", weak)  # overrides SECRET_KEY
     monkeypatch.setenv("SENTRY_TRACES_SAMPLE_RATE", production_env["SECRET_KEY"])
-    monkeypatch.setenv("DATABASE_POOL_SIZE", production_env["REDIS_URL"])
+    monkeypatch.setenv("DATABASE_POOL_SIZE", production_env["SENTRY_DSN"])
     monkeypatch.setenv("PROXY_HOPS", "0")
     monkeypatch.delenv("TRUSTED_HOSTS")
     result = check()

@@ -9,9 +9,9 @@ the first problem it lists every one, each with the variable to change::
     check-deploy: 1 error, 1 warning; fix the errors before deploying.
 
 It exits 1 when there is an error, 0 otherwise (warnings are printed). A
-finding says what is wrong, never what a variable holds; in the messages of
-config loading, which may quote a value, the values of secret-looking
-variables are masked.
+finding says what is wrong, not what a variable holds. Only the messages of
+config loading quote a value (``MAX_CONTENT_LENGTH must be an integer, got
+'abc'``), and in them the values of secret-looking variables are masked.
 
 Each check is a small function of a :class:`Context` returning findings;
 :data:`CHECKS` lists them. The command is registered on the app
@@ -185,9 +185,9 @@ def check_app_env(ctx: Context) -> list[Finding]:
         return [
             error(
                 "APP_ENV",
-                f"is {value!r}: the app would run with that config, not "
-                "production's; set APP_ENV=production (or unset it: unset "
-                "means production)",
+                "is not production: the app would not run with the production "
+                "config checked here; set APP_ENV=production (or unset it: "
+                "unset means production)",
             )
         ]
     return []
@@ -498,8 +498,13 @@ def check_rate_limits(ctx: Context) -> list[Finding]:
                 ctx.variable("RATELIMIT_STORAGE_URI"),
                 f"limits are counted in memory, by each of the {workers} or "
                 "more gunicorn workers (GUNICORN_WORKERS) on its own, so a "
+{%- if cookiecutter.use_celery == "y" %}
                 "client gets several times its limit; keep them in Redis "
                 "(REDIS_URL)",
+{%- else %}
+                "client gets several times its limit; keep them in a store "
+                "the workers share",
+{%- endif %}
             )
         ]
     return []
