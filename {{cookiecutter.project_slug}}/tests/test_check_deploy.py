@@ -328,6 +328,9 @@ def test_rate_limits_in_memory_with_several_workers_are_a_warning(
     monkeypatch.setenv("FLASK_RATELIMIT_STORAGE_URI", "memory://")
     result = check()
     assert_only(result, [("WARNING", "FLASK_RATELIMIT_STORAGE_URI")])
+    assert "at least 3 by default" in result.output
+    monkeypatch.setenv("GUNICORN_WORKERS", "4")
+    assert "GUNICORN_WORKERS=4" in check().output
     monkeypatch.setenv("GUNICORN_WORKERS", "1")
     assert_only(check(), [])
 

@@ -123,7 +123,7 @@ def production_context(
     configuration from loading at all. Such a variable is left out (its
     default used) to find the next one, then put back."""
     environ = dict(os.environ)
-    secrets = secret_values(environ)
+    hidden = secret_values(environ)
     findings: list[Finding] = []
     left_out: dict[str, str] = {}
     try:
@@ -134,7 +134,7 @@ def production_context(
                 message = str(exc)
                 names = VARIABLE_NAME.findall(message)
                 variable = names[0] if names else "CONFIG"
-                message = mask(_without_name(message, variable), secrets)
+                message = mask(_without_name(message, variable), hidden)
                 removable = [name for name in names if name in os.environ]
                 if not removable:
                     findings.append(error(variable, f"{message}; nothing else checked"))
@@ -493,17 +493,19 @@ def check_rate_limits(ctx: Context) -> list[Finding]:
     storage = str(ctx.config.get("RATELIMIT_STORAGE_URI") or "memory://")
     workers = gunicorn_workers(ctx.environ)
     if storage.startswith("memory://") and workers > 1:
+        if ctx.environ.get("GUNICORN_WORKERS", "").strip():
+            count = f"GUNICORN_WORKERS={workers}"
+        else:
+            count = f"at least {workers} by default"
         return [
             warning(
                 ctx.variable("RATELIMIT_STORAGE_URI"),
-                f"limits are counted in memory, by each of the {workers} or "
-                "more gunicorn workers (GUNICORN_WORKERS) on its own, so a "
+                "limits are counted in memory, by each gunicorn worker on its "
+                f"own ({count}), so a client gets several times its limit; "
 {%- if cookiecutter.use_celery == "y" %}
-                "client gets several times its limit; keep them in Redis "
-                "(REDIS_URL)",
+                "keep them in Redis (REDIS_URL)",
 {%- else %}
-                "client gets several times its limit; keep them in a store "
-                "the workers share",
+                "keep them in a store the workers share",
 {%- endif %}
             )
         ]
@@ -591,7 +593,7 @@ def check_deploy_command(proxy_hops: int) -> None:
     """Check the production settings this environment gives the app.
 
     Lists every problem, ERROR or WARNING, with the variable to change, and
-    exits 1 when there is an error. Values are never printed.
+    exits 1 when there is an error. No secret is printed.
     """
     findings = run_checks(proxy_hops)
     for finding in findings:
