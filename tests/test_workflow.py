@@ -130,7 +130,9 @@ def test_jobs_run_the_projects_make_targets(
     }
     assert commands["lint"] == ["make lint"]
     assert commands["typecheck"] == ["make typecheck"]
-    assert commands["test"] == ["make test"]
+    # Then flask check-deploy, which has no make target: see below.
+    assert commands["test"][0] == "make test"
+    assert len(commands["test"]) == 2
     assert commands["migrations"] == ["make migrations-check"]
     targets = makefile_targets(project)
     for target in ("lint", "typecheck", "test", "migrations-check"):
@@ -141,6 +143,39 @@ def test_jobs_run_the_projects_make_targets(
     assert (project / "deploy" / "docker" / "Dockerfile").is_file()
     python_version = (project / ".python-version").read_text(encoding="utf-8")
     assert python_version.strip() == combination_python(project)
+
+
+def test_check_deploy_runs_on_production_settings(
+    stack_bake: tuple[Path, dict[str, str]],
+) -> None:
+    """After the tests (which made the .venv), ``flask check-deploy`` checks
+    production settings as a deployment would give them: the service
+    containers' URLs and a secret generated in the step, never written in
+    the file."""
+    project, combination = stack_bake
+    test_job = load_workflow(project)["jobs"]["test"]
+    runs = [step.get("run", "") for step in test_job["steps"]]
+    (step,) = [
+        step for step in test_job["steps"] if "check-deploy" in step.get("run", "")
+    ]
+    assert runs.index("make test") < runs.index(step["run"])
+    (package,) = [path.parent.name for path in (project / "src").glob("*/wsgi.py")]
+    assert f".venv/bin/flask --app {package}.wsgi check-deploy" in step["run"]
+    assert "secrets.token_urlsafe(48)" in step["run"]
+    env = {**test_job["env"], **step["env"]}
+    assert "SECRET_KEY" not in env
+    assert env["APP_ENV"] == "production"
+    assert env["FLASK_SKIP_DOTENV"] == "1"
+    assert env["TRUSTED_HOSTS"]
+    if combination["database"] == "postgresql":
+        assert env["DATABASE_URL"].startswith("postgresql://postgres@127.0.0.1:5432/")
+    else:
+        assert env["DATABASE_URL"].startswith("sqlite:////")
+    if combination["use_celery"] == "y":
+        assert env["REDIS_URL"] == "redis://127.0.0.1:6379/0"
+        assert env["EXPORT_DIR"] == "/srv/app/exports"  # where nginx serves them
+    else:
+        assert "REDIS_URL" not in env
 
 
 def combination_python(project: Path) -> str:

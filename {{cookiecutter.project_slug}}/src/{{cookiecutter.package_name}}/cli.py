@@ -1,5 +1,6 @@
-"""CLI commands, registered on the app: ``flask seed`` (accounts and tokens
-have theirs in ``accounts/cli.py``)."""
+"""CLI commands, registered on the app: ``flask seed`` and ``flask
+check-deploy`` (``deploy_check.py``; accounts and tokens have theirs in
+``accounts/cli.py``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import insert, select
 
 from .accounts.services import get_or_create_account
+from .deploy_check import check_deploy_command
 from .events.models import Event
 from .extensions import db
 from .sqltypes import utcnow
@@ -104,3 +106,4 @@ def seed_command(
 
 def init_app(app: Flask) -> None:
     app.cli.add_command(seed_command)
+    app.cli.add_command(check_deploy_command)
