@@ -6,7 +6,7 @@ that cannot be reached never turns a request into a 500."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +30,11 @@ BYSTANDER = "198.51.100.20"
 
 @dataclass
 class Storage:
-    """Where an app counts: ``overrides`` for make_app, and the keys it
-    wrote there (checked, so a test cannot pass on the wrong storage)."""
+    """Where an app counts: ``overrides`` for make_app, the storage class
+    and, for a shared one, the keys counted there (checked, so a test cannot
+    pass on the wrong storage)."""
 
-    name: str
+    kind: str
     overrides: dict[str, Any]
     keys: Callable[[], list[str]] = field(default=lambda: [])
     shared: bool = False
@@ -41,31 +42,30 @@ class Storage:
     def check_counted_in(self, app: Flask) -> None:
         limiter = limiter_of(app)
         assert limiter is not None
-        kind = type(limiter.storage).__name__
+        assert type(limiter.storage).__name__ == self.kind
         if self.shared:
-            assert kind == "RedisStorage", kind
-            assert self.keys(), "nothing was counted in Redis"
-        else:
-            assert kind == "MemoryStorage", kind
+            assert self.keys(), "nothing was counted in the shared storage"
 
 
 @pytest.fixture(params=["memory"{% if cookiecutter.use_celery == "y" %}, "redis"{% endif %}])
-def storage(request: pytest.FixtureRequest) -> Iterator[Storage]:
+def storage(request: pytest.FixtureRequest) -> Storage:
 {%- if cookiecutter.use_celery == "y" %}
     if request.param == "redis":
         # REDIS_URL and a key prefix of this test's own, as in production.
         env = request.getfixturevalue("celery_env")
-        prefix = env["RATELIMIT_KEY_PREFIX"]
-        with Redis.from_url(env["REDIS_URL"], decode_responses=True) as client:
-            yield Storage(
-                "redis",
-                {},
-                keys=lambda: list(client.scan_iter(f"{prefix}*")),
-                shared=True,
-            )
-        return
+        url, prefix = env["REDIS_URL"], env["RATELIMIT_KEY_PREFIX"]
+        return Storage(
+            "RedisStorage", {}, keys=lambda: redis_keys(url, prefix), shared=True
+        )
 {%- endif %}
-    yield Storage("memory", {"RATELIMIT_STORAGE_URI": "memory://"})
+    return Storage("MemoryStorage", {"RATELIMIT_STORAGE_URI": "memory://"})
+{%- if cookiecutter.use_celery == "y" %}
+
+
+def redis_keys(url: str, prefix: str) -> list[str]:
+    with Redis.from_url(url, decode_responses=True) as client:
+        return list(client.scan_iter(f"{prefix}*"))
+{%- endif %}
 
 
 def from_address(address: str, **headers: str) -> dict[str, Any]:
@@ -284,23 +284,37 @@ def test_unusable_limit_settings_are_refused_by_name(
 
 def test_defaults() -> None:
     settings = vars(load_config("testing"))
-    assert {name: settings[name] for name in settings if "RATELIMIT" in name} == {
+    assert {
+        name: settings[name]
+        for name in (
+            "RATELIMIT_ENABLED",
+            "RATELIMIT_FAILED_AUTH",
+            "RATELIMIT_PER_TOKEN",
+            "RATELIMIT_STORAGE_URI",
+        )
+    } == {
         "RATELIMIT_ENABLED": True,
         "RATELIMIT_FAILED_AUTH": "10 per minute",
         "RATELIMIT_PER_TOKEN": "1200 per minute",
         "RATELIMIT_STORAGE_URI": "memory://",
-        "RATELIMIT_KEY_PREFIX": "limits",
     }
 {%- if cookiecutter.use_celery == "y" %}
 
 
-def test_with_redis_the_counts_go_there(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_with_redis_the_counts_go_there(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_config("testing").RATELIMIT_KEY_PREFIX == "limits"
     monkeypatch.setenv("REDIS_URL", "redis://redis.internal:6379/2")
     monkeypatch.setenv("CELERY_KEY_PREFIX", "staging:")
-    settings = load_config("testing")
-    assert settings.RATELIMIT_STORAGE_URI == "redis://redis.internal:6379/2"
+    app = make_app()
+    assert app.config["RATELIMIT_STORAGE_URI"] == "redis://redis.internal:6379/2"
     # Under Celery's key prefix: one prefix keeps a deployment's keys apart.
-    assert settings.RATELIMIT_KEY_PREFIX == "staging:limits"
+    assert app.config["RATELIMIT_KEY_PREFIX"] == "staging:limits"
+    options = app.config["RATELIMIT_STORAGE_OPTIONS"]
+    assert options["key_prefix"] == "staging:limits"
+    assert options["socket_connect_timeout"] <= 1
+    assert options["socket_timeout"] <= 1
     monkeypatch.setenv("RATELIMIT_STORAGE_URI", "memory://")
     monkeypatch.setenv("RATELIMIT_KEY_PREFIX", "web-limits")
     settings = load_config("testing")

@@ -231,8 +231,8 @@ class BaseConfig:
             "RATELIMIT_KEY_PREFIX", (env_str("CELERY_KEY_PREFIX") or "") + "limits"
         )
 {%- else %}
+        # memory:// counts in each process.
         self.RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", "memory://")
-        self.RATELIMIT_KEY_PREFIX = env_str("RATELIMIT_KEY_PREFIX", "limits")
 {%- endif %}
         # Browser apps on these origins may call /api/ (see http/cors.py).
         self.CORS_ORIGINS = env_list("CORS_ORIGINS")
@@ -331,6 +331,18 @@ def load_config(name: str | None = None) -> BaseConfig:
     return config_class()
 
 
+{% if cookiecutter.use_celery == "y" -%}
+def redis_rate_limit_options(key_prefix: str) -> dict[str, Any]:
+    """Rate-limit counts in Redis: every key under ``key_prefix``, and an
+    answer within half a second or the request goes on without it."""
+    return {
+        "key_prefix": key_prefix,
+        "socket_connect_timeout": 0.5,
+        "socket_timeout": 0.5,
+    }
+
+
+{% endif -%}
 # An origin as browsers send it: scheme, host, optional port; no path.
 ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
@@ -387,6 +399,13 @@ def finalize(config: MutableMapping[str, Any], config_class: type[BaseConfig]) -
     if uri:
         config["SQLALCHEMY_DATABASE_URI"] = uri = normalize_database_url(uri)
         config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(uri))
+{%- if cookiecutter.use_celery == "y" %}
+    if config.get("RATELIMIT_STORAGE_URI", "").startswith("redis"):
+        config.setdefault(
+            "RATELIMIT_STORAGE_OPTIONS",
+            redis_rate_limit_options(config["RATELIMIT_KEY_PREFIX"]),
+        )
+{%- endif %}
     validate_rate_limits(config)
     validate_cors(config)
     config_class.validate(config)

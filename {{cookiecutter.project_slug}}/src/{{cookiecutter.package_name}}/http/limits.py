@@ -20,12 +20,13 @@ and ignores what a client wrote before it. Probes and metrics (``/healthz``,
 ``/readyz``, ``/metrics``), anything outside ``/api/``, and CORS preflights
 (no credentials, no work) are never limited.
 
-Counts live in ``RATELIMIT_STORAGE_URI``: Redis when there is one (shared by
-every worker and replica), else this process's memory. When the storage
-cannot be reached, requests are still served: the limiter logs a warning
-and counts in this process's memory until the storage answers again; any
-other storage error is logged and the request goes through. A Redis outage
-must not take the API down with it.
+Counts live in ``RATELIMIT_STORAGE_URI``, with ``RATELIMIT_STORAGE_OPTIONS``
+(see config.py): a shared store counts for every worker and replica,
+``memory://`` for this process alone. When the storage cannot be reached,
+requests are still served: the limiter logs a warning and counts in this
+process's memory until the storage answers again; any other storage error
+is logged and the request goes through. An outage of the storage must not
+take the API down with it.
 
 Flask-Limiter keeps the storage and its settings on the ``Limiter`` object,
 so one object bound to two apps would count both in whichever storage was
@@ -39,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Any
 
 from flask import Flask, current_app, request
 from flask.wrappers import Response
@@ -49,11 +49,10 @@ from limits.errors import ConfigurationError
 from ..config import ConfigError
 
 EXTENSION_KEY = "abuse_limits"
-# Flask-Limiter would read RATELIMIT_KEY_PREFIX into every key as well; a
-# name of its own stops that (the storage puts our prefix first).
+# Keys read LIMITER/api/<address or token digest>/<scope>/<rate>. Given
+# here, Flask-Limiter takes no prefix from RATELIMIT_KEY_PREFIX (any prefix
+# of the storage's own comes first).
 LIMITER_KEY_PREFIX = "api"
-# Fail fast when Redis does not answer: a request waits at most this long.
-REDIS_TIMEOUT_SECONDS = 0.5
 
 
 def client_address() -> str:
@@ -93,16 +92,6 @@ def _retry_after(breached: RequestLimit) -> Response:
     return response
 
 
-def storage_options(uri: str, key_prefix: str) -> dict[str, Any]:
-    if not uri.startswith(("redis", "rediss", "valkey")):
-        return {}
-    return {
-        "key_prefix": key_prefix,
-        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
-        "socket_timeout": REDIS_TIMEOUT_SECONDS,
-    }
-
-
 def init_app(app: Flask) -> None:
     """Limit this app's ``/api/`` requests, unless ``RATELIMIT_ENABLED`` is off."""
     config = app.config
@@ -131,7 +120,6 @@ def init_app(app: Flask) -> None:
                 ),
             ],
             storage_uri=uri,
-            storage_options=storage_options(uri, config["RATELIMIT_KEY_PREFIX"]),
             key_prefix=LIMITER_KEY_PREFIX,
             on_breach=_retry_after,
             swallow_errors=True,
