@@ -50,6 +50,14 @@ _APP_VARIABLES = (
     "SENTRY_TRACES_SAMPLE_RATE",
     "METRICS_ENABLED",
     "PROMETHEUS_MULTIPROC_DIR",
+    "RATELIMIT_ENABLED",
+    "RATELIMIT_FAILED_AUTH",
+    "RATELIMIT_PER_TOKEN",
+    "RATELIMIT_STORAGE_URI",
+    "RATELIMIT_KEY_PREFIX",
+    "CORS_ORIGINS",
+    "CORS_ALLOW_CREDENTIALS",
+    "CORS_MAX_AGE",
 {%- if cookiecutter.use_celery == "y" %}
     # The session's Redis is read before this list is cleared (redis_server).
     "REDIS_URL",
@@ -202,7 +210,12 @@ def celery_env(
 ) -> dict[str, str]:
     """Point apps built in this test at the session's Redis and key prefix."""
     url, prefix = redis_server
-    env = {"REDIS_URL": url, "CELERY_KEY_PREFIX": prefix}
+    env = {
+        "REDIS_URL": url,
+        "CELERY_KEY_PREFIX": prefix,
+        # Rate-limit counts of this test alone: one test's 401s never 429 another's.
+        "RATELIMIT_KEY_PREFIX": f"{prefix}limits-{uuid.uuid4().hex[:8]}",
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env

@@ -9,8 +9,11 @@ unset means production, so a forgotten variable fails closed). Any
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, MutableMapping
 from typing import Any, ClassVar
+
+from limits import parse_many
 
 EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"  # noqa: S105 - refused
 MIN_SECRET_KEY_LENGTH = 32
@@ -213,6 +216,28 @@ class BaseConfig:
         self.WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
         self.WORKER_METRICS_HOST = env_str("WORKER_METRICS_HOST", "127.0.0.1")
 {%- endif %}
+        # Abuse limits on /api/ (see http/limits.py), as Flask-Limiter rate
+        # strings: "10 per minute", "100/hour;1000/day".
+        self.RATELIMIT_ENABLED = env_flag("RATELIMIT_ENABLED", True)
+        self.RATELIMIT_FAILED_AUTH = env_str("RATELIMIT_FAILED_AUTH", "10 per minute")
+        self.RATELIMIT_PER_TOKEN = env_str("RATELIMIT_PER_TOKEN", "1200 per minute")
+{%- if cookiecutter.use_celery == "y" %}
+        # Counted in Redis when there is one, shared by every process, under
+        # Celery's key prefix: one prefix keeps a deployment's keys apart.
+        self.RATELIMIT_STORAGE_URI = env_str(
+            "RATELIMIT_STORAGE_URI", self.REDIS_URL or "memory://"
+        )
+        self.RATELIMIT_KEY_PREFIX = env_str(
+            "RATELIMIT_KEY_PREFIX", (env_str("CELERY_KEY_PREFIX") or "") + "limits"
+        )
+{%- else %}
+        # memory:// counts in each process.
+        self.RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", "memory://")
+{%- endif %}
+        # Browser apps on these origins may call /api/ (see http/cors.py).
+        self.CORS_ORIGINS = env_list("CORS_ORIGINS")
+        self.CORS_ALLOW_CREDENTIALS = env_flag("CORS_ALLOW_CREDENTIALS", False)
+        self.CORS_MAX_AGE = env_int("CORS_MAX_AGE", 600)
 
     def default_database_url(self) -> str | None:
         return None
@@ -306,6 +331,64 @@ def load_config(name: str | None = None) -> BaseConfig:
     return config_class()
 
 
+{% if cookiecutter.use_celery == "y" -%}
+def redis_rate_limit_options(key_prefix: str) -> dict[str, Any]:
+    """Rate-limit counts in Redis: every key under ``key_prefix``, and an
+    answer within half a second or the request goes on without it."""
+    return {
+        "key_prefix": key_prefix,
+        "socket_connect_timeout": 0.5,
+        "socket_timeout": 0.5,
+    }
+
+
+{% endif -%}
+# An origin as browsers send it: scheme, host, optional port; no path.
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+def validate_rate_limits(config: Mapping[str, Any]) -> None:
+    """Refuse a rate string Flask-Limiter could not parse: at request time
+    it would only be logged, and the limit silently not applied."""
+    if not config.get("RATELIMIT_ENABLED"):
+        return
+    for name in ("RATELIMIT_FAILED_AUTH", "RATELIMIT_PER_TOKEN"):
+        value = config.get(name)
+        try:
+            parse_many(value or "")
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be a rate such as '10 per minute', got {value!r}"
+            ) from None
+
+
+def validate_cors(config: MutableMapping[str, Any]) -> None:
+    """Leave ``CORS_ORIGINS`` a list of exact origins, or ``["*"]``.
+
+    A wildcard with credentials is refused in every environment: any site
+    could then make requests carrying a user's cookies or HTTP credentials.
+    """
+    origins = config.get("CORS_ORIGINS") or []
+    if isinstance(origins, str):
+        origins = [item.strip() for item in origins.split(",") if item.strip()]
+    origins = list(origins)
+    for origin in origins:
+        if origin != "*" and not ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                f"CORS_ORIGINS: {origin!r} is not an origin; give scheme://host"
+                "[:port] without a path or trailing slash, or * alone"
+            )
+    if "*" in origins and len(origins) > 1:
+        raise ConfigError("CORS_ORIGINS: * allows every origin; give it alone")
+    if "*" in origins and config.get("CORS_ALLOW_CREDENTIALS"):
+        raise ConfigError(
+            "CORS_ALLOW_CREDENTIALS cannot be on with CORS_ORIGINS=*: every "
+            "site could send requests with your users' credentials; list "
+            "the origins instead"
+        )
+    config["CORS_ORIGINS"] = origins
+
+
 def finalize(config: MutableMapping[str, Any], config_class: type[BaseConfig]) -> None:
     """Derive what depends on the final values, then validate them.
 
@@ -316,4 +399,13 @@ def finalize(config: MutableMapping[str, Any], config_class: type[BaseConfig]) -
     if uri:
         config["SQLALCHEMY_DATABASE_URI"] = uri = normalize_database_url(uri)
         config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(uri))
+{%- if cookiecutter.use_celery == "y" %}
+    if config.get("RATELIMIT_STORAGE_URI", "").startswith("redis"):
+        config.setdefault(
+            "RATELIMIT_STORAGE_OPTIONS",
+            redis_rate_limit_options(config["RATELIMIT_KEY_PREFIX"]),
+        )
+{%- endif %}
+    validate_rate_limits(config)
+    validate_cors(config)
     config_class.validate(config)

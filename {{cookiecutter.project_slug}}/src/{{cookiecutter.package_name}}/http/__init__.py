@@ -1,10 +1,11 @@
-"""The HTTP layer: JSON, errors, request ids, security headers, resources."""
+"""The HTTP layer: JSON, errors, request ids, security headers, resources,
+abuse limits and CORS."""
 
 from __future__ import annotations
 
 from flask import Flask
 
-from . import problems, request_id, resources, security
+from . import cors, limits, problems, request_id, resources, security
 from .json import JSONProvider
 
 
@@ -14,6 +15,9 @@ def init_app(app: Flask) -> None:
     security.init_app(app)
     problems.init_app(app)
     resources.init_app(app)
+    # After the request id: a 429 carries it like every other problem.
+    limits.init_app(app)
+    cors.init_app(app)
 
 
 __all__ = ["JSONProvider", "init_app"]
