@@ -133,9 +133,16 @@ def production_context(
             except config.ConfigError as exc:
                 message = str(exc)
                 names = VARIABLE_NAME.findall(message)
-                variable = names[0] if names else "CONFIG"
-                message = mask(_without_name(message, variable), hidden)
-                removable = [name for name in names if name in os.environ]
+                # The variable set: the one named, or its FLASK_ override.
+                removable = [
+                    candidate
+                    for name in names
+                    for candidate in (name, f"FLASK_{name}")
+                    if candidate in os.environ
+                ]
+                named = names[0] if names else "CONFIG"
+                variable = removable[0] if removable else named
+                message = mask(_without_name(message, named), hidden)
                 if not removable:
                     findings.append(error(variable, f"{message}; nothing else checked"))
                     return None, findings
@@ -173,7 +180,7 @@ def mask(line: str, secrets: list[str]) -> str:
 
 
 def _without_name(message: str, variable: str) -> str:
-    return message.removeprefix(variable).strip() or message
+    return message.removeprefix(variable).lstrip(" :").strip() or message
 
 
 # The checks. ------------------------------------------------------------------
