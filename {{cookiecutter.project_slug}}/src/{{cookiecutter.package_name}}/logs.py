@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from contextvars import ContextVar
-from typing import Any, TextIO
+from contextvars import ContextVar, Token
+from typing import Any, TextIO, TypeVar
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -30,6 +30,8 @@ JSON_FIELDS = (
     "%(account_id)s %(token_id)s"
 )
 
+T = TypeVar("T")
+
 _HANDLER_NAME = "app-stdout"
 _base_factory = logging.getLogRecordFactory()
 
@@ -39,6 +41,18 @@ def _record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     record.request_id = request_id_var.get()
     record.account_id, record.token_id = identity_var.get()
     return record
+
+
+def unbind(var: ContextVar[T], token: Token[T] | None, outside: T) -> None:
+    """Undo ``var.set`` that returned ``token`` (if any). Torn down from
+    another context (a streamed response finishing), ``var`` is set to
+    ``outside`` instead: the value it has outside any request."""
+    if token is None:
+        return
+    try:
+        var.reset(token)
+    except ValueError:
+        var.set(outside)
 
 
 class StdoutHandler(logging.StreamHandler[TextIO]):

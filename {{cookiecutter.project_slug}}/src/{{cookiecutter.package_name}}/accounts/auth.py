@@ -87,13 +87,7 @@ def _refuse(status: int) -> Response:
 
 
 def _forget_identity(_exc: BaseException | None) -> None:
-    token = g.pop("identity_log_token", None)
-    if token is None:
-        return
-    try:
-        logs.identity_var.reset(token)
-    except ValueError:  # torn down from another context (a finished stream)
-        logs.identity_var.set(logs.ANONYMOUS)
+    logs.unbind(logs.identity_var, g.pop("identity_log_token", None), logs.ANONYMOUS)
 
 
 def init_app(app: Flask) -> None:

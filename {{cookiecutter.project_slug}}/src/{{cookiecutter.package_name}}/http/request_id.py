@@ -12,7 +12,7 @@ import uuid
 from flask import Flask, g, request
 from flask.wrappers import Response
 
-from ..logs import request_id_var
+from ..logs import request_id_var, unbind
 
 HEADER = "X-Request-ID"
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -39,13 +39,7 @@ def _return_request_id(response: Response) -> Response:
 
 
 def _unbind_request_id(_exc: BaseException | None) -> None:
-    token = g.pop("request_id_token", None)
-    if token is None:
-        return
-    try:
-        request_id_var.reset(token)
-    except ValueError:  # torn down from another context (a finished stream)
-        request_id_var.set("-")
+    unbind(request_id_var, g.pop("request_id_token", None), "-")
 
 
 def init_app(app: Flask) -> None:
