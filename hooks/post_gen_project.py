@@ -1,13 +1,16 @@
-"""Finish the generated project: drop what the chosen options exclude,
-write a local ``.env`` with a fresh secret, and say what to do next.
+"""Finish the generated project: drop what the chosen options exclude and
+say what to do next.
 
-Runs inside the new project directory. Never touches the network.
+Runs inside the new project directory. Never touches the network, and writes
+nothing random: the same answers give the same files, so ``cruft update`` can
+run it again on the old and the new template without a spurious difference.
+The local ``.env`` and its fresh secret are the Makefile's job (``make .env``,
+on first use), and stay out of git.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -75,34 +78,12 @@ def install_lock_files(answers: dict[str, str]) -> None:
     shutil.rmtree(LOCKS_DIR)
 
 
-def make_secret_key() -> str:
-    """64 URL-safe characters (letters, digits, ``-``, ``_``): no quoting
-    needed in env files."""
-    return secrets.token_urlsafe(48)
-
-
-EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"  # noqa: S105 - placeholder
-
-
-def render_env(example: str, secret_key: str) -> str:
-    """``.env.example`` with its placeholder secret replaced."""
-    if EXAMPLE_SECRET_KEY not in example:
-        raise ValueError(".env.example has no SECRET_KEY placeholder to replace")
-    return example.replace(EXAMPLE_SECRET_KEY, secret_key)
-
-
-def write_env() -> None:
-    example = Path(".env.example").read_text(encoding="utf-8")
-    env = Path(".env")
-    env.write_text(render_env(example, make_secret_key()), encoding="utf-8")
-    env.chmod(0o600)
-
-
 def next_steps(answers: dict[str, str]) -> str:
     return (
         f"\n{answers['project_name']} is ready in ./{answers['project_slug']}\n\n"
         f"  cd {answers['project_slug']}\n"
-        "  make run     # install, migrate and seed SQLite, serve on 127.0.0.1:5000\n"
+        "  make run     # install, write .env with a fresh SECRET_KEY, migrate and\n"
+        "               # seed SQLite, serve on 127.0.0.1:5000\n"
         "  make test    # install dev tools and run the test suite\n"
     )
 
@@ -112,7 +93,6 @@ def main() -> int:
     install_license(answers["open_source_license"])
     remove_paths(paths_to_remove(answers))
     install_lock_files(answers)
-    write_env()
     print(next_steps(answers))
     return 0
 

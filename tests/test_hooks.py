@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib.util
 import re
 import stat
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from template_support import REPO_ROOT, bake_cli, choice_options, defaults
+from template_support import REPO_ROOT, bake_cli, choice_options, defaults, run
 
 TEMPLATE_DIR = REPO_ROOT / "{{cookiecutter.project_slug}}"
 SECRET_KEY_RE = re.compile(r"[A-Za-z0-9_-]{43,}")
@@ -241,49 +242,11 @@ def test_install_lock_files_keeps_only_the_chosen_pair(in_tmp: Path) -> None:
         assert text == f"sqlite-nocelery {name}\n"
 
 
-def test_make_secret_key_is_long_urlsafe_and_fresh() -> None:
-    keys = {post.make_secret_key() for _ in range(20)}
-    assert len(keys) == 20
-    for key in keys:
-        assert SECRET_KEY_RE.fullmatch(key), key
-
-
-def test_render_env_replaces_the_placeholder_secret() -> None:
-    example = f"APP_ENV=development\nSECRET_KEY={post.EXAMPLE_SECRET_KEY}\n"
-    secret_key = post.make_secret_key()
-
-    text = post.render_env(example, secret_key)
-
-    assert text == f"APP_ENV=development\nSECRET_KEY={secret_key}\n"
-
-
-def test_render_env_refuses_an_example_without_placeholder() -> None:
-    with pytest.raises(ValueError, match="placeholder"):
-        post.render_env("APP_ENV=development\n", post.make_secret_key())
-
-
-def test_template_env_example_holds_the_placeholder() -> None:
-    example = (TEMPLATE_DIR / ".env.example").read_text(encoding="utf-8")
-    assert f"SECRET_KEY={post.EXAMPLE_SECRET_KEY}\n" in example
-
-
-def test_write_env_is_private(in_tmp: Path) -> None:
-    (in_tmp / ".env.example").write_text(
-        f"SECRET_KEY={post.EXAMPLE_SECRET_KEY}\n", encoding="utf-8"
-    )
-
-    post.write_env()
-
-    env = in_tmp / ".env"
-    assert stat.S_IMODE(env.stat().st_mode) == 0o600
-    secret_key = parse_env(env.read_text(encoding="utf-8"))["SECRET_KEY"]
-    assert SECRET_KEY_RE.fullmatch(secret_key)
-
-
 def test_next_steps_names_the_directory_and_make_targets() -> None:
     text = post.next_steps({**VALID_ANSWERS, "project_slug": "billing-api"})
     assert "cd billing-api" in text
     assert "make run" in text
+    assert ".env" in text
     assert "make test" in text
 
 
@@ -348,19 +311,80 @@ def test_invalid_answer_stops_the_bake(
     assert list(output_dir.iterdir()) == [], "the bake left files behind"
 
 
-def test_bake_writes_a_private_env_with_a_fresh_secret(bake) -> None:
+def tree(project: Path) -> dict[str, tuple[int, bytes | None]]:
+    """Every path of a bake: its permission bits and, for files, its bytes."""
+    return {
+        str(path.relative_to(project)): (
+            stat.S_IMODE(path.stat().st_mode),
+            path.read_bytes() if path.is_file() else None,
+        )
+        for path in sorted(project.rglob("*"))
+    }
+
+
+def test_same_answers_give_the_same_files_and_no_env(bake) -> None:
+    """Nothing random in what the hooks write: ``cruft update`` renders the
+    old and the new template with the hooks, and any random byte would show
+    up as a change (or a ``.rej``) in every update."""
     first, second = bake(), bake()
+
+    assert not (first / ".env").exists()
+    assert tree(first) == tree(second)
+
+
+EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"  # noqa: S105 - placeholder
+
+
+def make_env(project: Path) -> str:
+    """The project's ``make .env``, with this interpreter as its PYTHON."""
+    result = run(["make", ".env", f"PYTHON={sys.executable}"], project)
+    assert result.returncode == 0, result.stdout
+    return result.stdout
+
+
+def test_make_env_writes_a_private_env_with_a_fresh_secret(bake) -> None:
+    """The first ``make run`` (or ``make .env``) writes ``.env`` from
+    ``.env.example``, without the virtualenv; git never sees it."""
+    first, second = bake(), bake()
+    example = (first / ".env.example").read_text(encoding="utf-8")
+    assert f"SECRET_KEY={EXAMPLE_SECRET_KEY}\n" in example
 
     secrets = []
     for project in (first, second):
+        make_env(project)
         env = project / ".env"
         assert stat.S_IMODE(env.stat().st_mode) == 0o600
-        settings = parse_env(env.read_text(encoding="utf-8"))
+        text = env.read_text(encoding="utf-8")
+        settings = parse_env(text)
         assert settings["APP_ENV"] == "development"
         assert SECRET_KEY_RE.fullmatch(settings["SECRET_KEY"])
-        assert post.EXAMPLE_SECRET_KEY not in env.read_text(encoding="utf-8")
+        assert EXAMPLE_SECRET_KEY not in text
+        assert text == example.replace(EXAMPLE_SECRET_KEY, settings["SECRET_KEY"])
         secrets.append(settings["SECRET_KEY"])
     assert secrets[0] != secrets[1]
+
+    # Made once: a second run keeps the secret (sessions, signed links).
+    assert "up to date" in make_env(first)
+    kept = parse_env((first / ".env").read_text(encoding="utf-8"))
+    assert kept["SECRET_KEY"] == secrets[0]
+    assert run(["git", "init", "--quiet"], first).returncode == 0
+    ignored = run(["git", "check-ignore", ".env"], first)
+    assert ignored.returncode == 0, ".env is not git-ignored"
+
+
+def test_make_env_refuses_an_example_without_the_placeholder(bake) -> None:
+    project = bake()
+    example = project / ".env.example"
+    example.write_text(
+        example.read_text(encoding="utf-8").replace(EXAMPLE_SECRET_KEY, "x"),
+        encoding="utf-8",
+    )
+
+    result = run(["make", ".env", f"PYTHON={sys.executable}"], project)
+
+    assert result.returncode != 0
+    assert "no SECRET_KEY=" in result.stdout
+    assert not (project / ".env").exists()
 
 
 LICENSE_MARKERS = {
