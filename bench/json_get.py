@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import re
 import shutil
 import subprocess
@@ -142,6 +143,9 @@ def main() -> int:
     load = wrk if shutil.which("wrk") else python_load
     path = f"/api/events?limit={args.limit}"
 
+    # The machine's load (1, 5, 15 min) before and after: the figures of a
+    # run on a busy shared machine are comparable only with each other.
+    load_before = os.getloadavg()
     result: dict[str, Any] = {
         "path": path,
         "rows": args.rows,
@@ -202,6 +206,7 @@ def main() -> int:
         result[name] = summary([run["requests_per_second"] for run in values])
         result[name]["latency"] = [(run["p50"], run["p99"]) for run in values]
     result["ratio"] = result["app"]["median"] / result["bare"]["median"]
+    result["load_average"] = {"before": load_before, "after": os.getloadavg()}
     result["target"] = TARGET
     out = write_result("json_get", result)
     report(result)
