@@ -1,16 +1,20 @@
 """The baseline of bench/json_get.py: a bare ``Flask(__name__)`` app that
 does the same work as the project's ``GET /api/events?limit=N`` and no more.
 
-Same database work: the project's own ``services.list_events`` (the same
-ORM model, query and session) on an engine with the same pool settings.
-Same answer: the same JSON bytes (compact, exact decimals, ISO 8601
-datetimes), which the benchmark checks. Left out is what the benchmark
-measures: request ids, security headers, ProxyFix, query validation,
-problem responses, logging setup and the rest of ``create_app``.
+Same database work: the project's own ``services.list_events(owner_id,
+limit=N)`` (the same ORM model, owner-scoped query and session) for the
+account the benchmark seeded, whose id ``BENCH_OWNER_ID`` gives, on an
+engine with the same pool settings. Same answer: the same JSON bytes
+(compact, exact decimals, ISO 8601 datetimes), which the benchmark checks.
+Left out is what the benchmark measures: authentication (the app finds
+the account from the bearer token; this app ignores the header), request
+ids, security headers, ProxyFix, query validation, problem responses,
+logging setup and the rest of ``create_app``.
 
 Served by gunicorn with the project's deploy/gunicorn.conf.py:
-``GUNICORN_WSGI_APP=bare_app:app`` with this directory on PYTHONPATH and
-``BENCH_PACKAGE`` naming the project's package.
+``GUNICORN_WSGI_APP=bare_app:app`` with this directory on PYTHONPATH,
+``BENCH_PACKAGE`` naming the project's package and ``BENCH_OWNER_ID`` the
+account.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ package = os.environ["BENCH_PACKAGE"]
 config = importlib.import_module(f"{package}.config")
 db = importlib.import_module(f"{package}.extensions").db
 services = importlib.import_module(f"{package}.events.services")
+owner_id = int(os.environ["BENCH_OWNER_ID"])
 
 app = Flask(__name__)
 url = config.normalize_database_url(os.environ["DATABASE_URL"])
@@ -43,7 +48,7 @@ def plain(value: Any) -> str:
 
 @app.get("/api/events")
 def index() -> Response:
-    page = services.list_events(limit=int(request.args.get("limit", "50")))
+    page = services.list_events(owner_id, limit=int(request.args.get("limit", "50")))
     body = {
         "items": [event.to_dict() for event in page.items],
         "next_cursor": page.next_cursor.encode() if page.next_cursor else None,

@@ -1,11 +1,16 @@
 """Benchmark: downloading a finished export, and what a slow client costs.
 
-Throughput of one SIZE_MB file (default 512 MiB, a finished export job
-recorded in PostgreSQL with its file in EXPORT_DIR), median of alternating
-rounds, every download's size checked and each path's sha256 once:
+Throughput of one SIZE_MB file (default 512 MiB, a finished export job of
+one account recorded in PostgreSQL with its file in EXPORT_DIR), median of
+alternating rounds, every download's size checked and each path's sha256
+once. The download link is the export's signed ``download_url``, read once
+from ``GET /api/exports/<id>`` with the account's bearer token (issued by
+``flask tokens issue``); the downloads themselves send no token, as a
+browser following the link would not:
 
-(a) ``GET /api/exports/<id>/download`` through nginx: the app answers with
-    X-Accel-Redirect and nginx sends the file (production settings);
+(a) ``GET /api/exports/<id>/download?signature=...`` through nginx: the app
+    checks the signature and answers with X-Accel-Redirect, and nginx sends
+    the file (production settings);
 (b) the same file from nginx's plain ``/static/`` location (the shipped one);
 (c) the same endpoint straight from gunicorn with ``EXPORT_X_ACCEL=false``,
     which serves it with ``send_file``.
@@ -44,13 +49,14 @@ from typing import Any
 from stack import (
     BENCH,
     HOST,
+    Caller,
     Project,
     Stack,
     app_env,
-    flask,
     free_port,
     http_get,
     http_stream,
+    migrate_and_authorize,
     print_table,
     run,
     summary,
@@ -64,13 +70,30 @@ MIB = 1024 * 1024
 
 
 def create_export(
-    project: Project, env: dict[str, str], size_mb: int
+    project: Project, env: dict[str, str], size_mb: int, caller: Caller
 ) -> dict[str, Any]:
     command = [str(project.python), str(BENCH / "download_runner.py")]
-    command += [project.package, str(size_mb)]
+    command += [project.package, str(size_mb), str(caller.owner_id)]
     output = run(command, cwd=project.path, env=env, stdout=subprocess.PIPE).stdout
     job: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     return job
+
+
+def signed_download_path(port: int, job: dict[str, Any], caller: Caller) -> str:
+    """The export's signed ``download_url``, as its status shows the owner;
+    checks on the way that the download refuses a request without one."""
+    status, body = http_get(
+        port, f"/api/exports/{job['id']}", headers=caller.header_lines
+    )
+    if status != 200:
+        raise RuntimeError(f"export status: {status} {body[:500]!r}")
+    path: str = json.loads(body)["download_url"]
+    if not path.startswith(f"/api/exports/{job['id']}/download?signature="):
+        raise RuntimeError(f"unexpected download_url {path!r}")
+    unsigned, _ = http_get(port, path.partition("?")[0])
+    if unsigned != 403:
+        raise RuntimeError(f"a download without a signature answered {unsigned}")
+    return path
 
 
 def download(port: int, path: str, hash_it: bool = False) -> tuple[int, str]:
@@ -200,10 +223,16 @@ def main() -> int:
     result: dict[str, Any] = {"size_mb": args.size_mb, "rounds": args.rounds}
     with workspace(args.project, "download") as (project, workdir, database_url):
         prefix = workdir / "nginx"
-        env = app_env(workdir, database_url, EXPORT_DIR=str(prefix / "exports"))
-        flask(project, env, "db", "upgrade")
-        job = create_export(project, env, args.size_mb)
-        download_path = f"/api/exports/{job['id']}/download"
+        # Every gunicorn of the run shares SECRET_KEY, so one signed link
+        # serves them all; it stays valid longer than the longest run.
+        env = app_env(
+            workdir,
+            database_url,
+            EXPORT_DIR=str(prefix / "exports"),
+            EXPORT_DOWNLOAD_URL_TTL_SECONDS="3600",
+        )
+        caller = migrate_and_authorize(project, env)
+        job = create_export(project, env, args.size_mb, caller)
         stack = Stack(project, workdir)
         try:
             app_port, send_file_port = free_port(), free_port()
@@ -216,6 +245,7 @@ def main() -> int:
                 send_file_port,
             )
             port, _ = stack.nginx("nginx", app_port)
+            download_path = signed_download_path(port, job, caller)
             static = prefix / "static" / job["filename"]
             os.link(prefix / "exports" / job["filename"], static)
             result["throughput"] = throughput(

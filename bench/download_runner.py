@@ -1,7 +1,8 @@
 """Runs inside a baked project's virtualenv (``python download_runner.py
-PACKAGE SIZE_MB``): records a finished CSV export job, as the Celery task
-would, and writes its file of SIZE_MB MiB of CSV lines into EXPORT_DIR with
-the app's own writer. Prints the job as JSON on the last line.
+PACKAGE SIZE_MB OWNER_ID``): records a finished CSV export job of account
+OWNER_ID, as the Celery task would, and writes its file of SIZE_MB MiB of
+CSV lines into EXPORT_DIR with the app's own writer. Prints the job as JSON
+on the last line.
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ def lines(size: int) -> Iterator[bytes]:
 
 
 def main() -> None:
-    package, size_mb = sys.argv[1], int(sys.argv[2])
+    package, size_mb, owner_id = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     app = importlib.import_module(package).create_app()
     db = importlib.import_module(f"{package}.extensions").db
     jobs = importlib.import_module(f"{package}.jobs.models")
     files = importlib.import_module(f"{package}.exports.files")
     tasks = importlib.import_module(f"{package}.exports.tasks")
     with app.app_context():
-        job = jobs.Job(kind=tasks.KIND, params={"format": "csv", "filters": {}})
+        job = jobs.Job(
+            owner_id=owner_id,
+            kind=tasks.KIND,
+            params={"format": "csv", "filters": {}},
+        )
         db.session.add(job)
         db.session.flush()
         name = files.filename(job.id, "csv")

@@ -1,15 +1,20 @@
 """Benchmark: streaming CSV/NDJSON exports, against baselines in the same run.
 
-1. COPY path: ``GET /api/events/export.csv`` of N rows (default 1,000,000)
+All N rows (default 1,000,000) belong to one account, seeded with
+``flask seed --account``; the HTTP requests carry its bearer token (issued
+by ``flask tokens issue``) and every export is of that account's events.
+
+1. COPY path: ``GET /api/events/export.csv`` of N rows
    through nginx -> gunicorn (shipped configs, one gthread worker) on
    PostgreSQL, against ``psql -c "\\copy (<the app's query>) to stdout"``
-   on the same database. Both byte streams go through the same counting
+   on the same database (the query as the app runs it, owner filter
+   included). Both byte streams go through the same counting
    loop; every round checks the row count, and one round checks that the
    two outputs are byte for byte the same. Target: ratio >= 0.6.
 2. Portable path: the app's export generators (``csv_chunks``,
    ``ndjson_chunks``) called in-process on SQLite (and on PostgreSQL, where
-   CSV is the COPY path) against a plain loop over ORM objects from
-   ``yield_per`` written row by row with ``csv.writer``/``json.dumps``,
+   CSV is the COPY path) against a plain loop over the account's ORM
+   objects from ``yield_per`` written row by row with ``csv.writer``/``json.dumps``,
    which must produce the same bytes. Target: ratio >= 1.5.
 3. Memory: peak RSS (VmHWM) growth of the gunicorn worker over one export
    of about 100k rows and one of N rows, a fresh gunicorn for each.
@@ -40,6 +45,7 @@ import psycopg
 
 from stack import (
     BENCH,
+    Caller,
     Project,
     Stack,
     app_env,
@@ -105,11 +111,12 @@ def runner(project: Project, env: dict[str, str], *args: str) -> dict[str, Any]:
 
 
 def copy_rounds(
-    port: int, database_url: str, query: str, rows: int, rounds: int
+    port: int, caller: Caller, database_url: str, query: str, rows: int, rounds: int
 ) -> dict[str, Any]:
     """The app's CSV through nginx against psql's \\copy, alternating."""
     path = "/api/events/export.csv"
-    app_digest = digest(http_stream(port, path))
+    headers = caller.header_lines
+    app_digest = digest(http_stream(port, path, headers=headers))
     psql_digest = digest(psql_stream(database_url, query))
     if app_digest != psql_digest:
         raise RuntimeError("the app's CSV differs from psql's \\copy of its query")
@@ -117,7 +124,7 @@ def copy_rounds(
     sizes: dict[str, int] = {}
     for _ in range(rounds):
         for kind, stream in (
-            ("app", lambda: http_stream(port, path)),
+            ("app", lambda: http_stream(port, path, headers=headers)),
             ("psql", lambda: psql_stream(database_url, query)),
         ):
             started = time.perf_counter()
@@ -134,13 +141,13 @@ def copy_rounds(
     return result
 
 
-def since_for(database_url: str, rows: int) -> str:
-    """A ``since`` filter that selects the newest ``rows`` events."""
+def since_for(database_url: str, owner_id: int, rows: int) -> str:
+    """A ``since`` filter that selects ``owner_id``'s newest ``rows`` events."""
     with psycopg.connect(database_url) as connection:
         found = connection.execute(
-            "SELECT created_at FROM events ORDER BY created_at DESC, id DESC"
-            " OFFSET %s LIMIT 1",
-            (rows - 1,),
+            "SELECT created_at FROM events WHERE owner_id = %s"
+            " ORDER BY created_at DESC, id DESC OFFSET %s LIMIT 1",
+            (owner_id, rows - 1),
         ).fetchone()
     if found is None:
         return "2000-01-01T00:00:00+00:00"
@@ -148,7 +155,12 @@ def since_for(database_url: str, rows: int) -> str:
 
 
 def rss_growth(
-    stack: Stack, env: dict[str, str], fmt: str, query: str, expected_rows: int
+    stack: Stack,
+    env: dict[str, str],
+    caller: Caller,
+    fmt: str,
+    query: str,
+    expected_rows: int,
 ) -> dict[str, Any]:
     """Peak RSS growth of a fresh single gunicorn worker over one export,
     after a warm-up (a request and an empty export) has loaded the code."""
@@ -157,9 +169,10 @@ def rss_growth(
     try:
         (worker,) = children(service.process.pid)
         path = f"/api/events/export.{fmt}"
-        count(http_stream(port, f"{path}?kind=nothing-matches"))
+        headers = caller.header_lines
+        count(http_stream(port, f"{path}?kind=nothing-matches", headers=headers))
         before = status_kib(worker, "VmHWM")
-        size, lines = count(http_stream(port, path + query))
+        size, lines = count(http_stream(port, path + query, headers=headers))
         after = status_kib(worker, "VmHWM")
     finally:
         stack.stop(service)
@@ -187,8 +200,8 @@ def main() -> int:
     result: dict[str, Any] = {"rows": args.rows, "rounds": args.rounds}
     with workspace(args.project, "export") as (project, workdir, database_url):
         env = app_env(workdir, database_url, GUNICORN_WORKERS="1")
-        migrate_and_seed(project, env, args.rows)
-        query = runner(project, env, "copy-sql")["sql"]
+        caller = migrate_and_seed(project, env, args.rows)
+        query = runner(project, env, "copy-sql", str(caller.owner_id))["sql"]
 
         stack = Stack(project, workdir)
         try:
@@ -196,15 +209,15 @@ def main() -> int:
             stack.gunicorn("gunicorn", env, gunicorn_port)
             port, _ = stack.nginx("nginx", gunicorn_port)
             result["copy"] = copy_rounds(
-                port, database_url, query, args.rows, args.rounds
+                port, caller, database_url, query, args.rows, args.rounds
             )
             stack.close()
             # Memory: the worker behind the same kind of stack, no nginx
             # needed (it does not change what the worker holds).
-            since = quote(since_for(database_url, SMALL_EXPORT_ROWS))
+            since = quote(since_for(database_url, caller.owner_id, SMALL_EXPORT_ROWS))
             small_rows = min(SMALL_EXPORT_ROWS, args.rows)
             result["rss"] = {
-                f"{fmt}_{label}": rss_growth(stack, env, fmt, suffix, expected)
+                f"{fmt}_{label}": rss_growth(stack, env, caller, fmt, suffix, expected)
                 for fmt in ("csv", "ndjson")
                 for label, suffix, expected in (
                     ("small", f"?since={since}", small_rows),
@@ -217,16 +230,20 @@ def main() -> int:
         result["portable"] = {}
         if "postgresql" in portable_on:
             result["portable"]["postgresql"] = runner(
-                project, env, "portable", str(args.rounds)
+                project, env, "portable", str(args.rounds), str(caller.owner_id)
             )
         if "sqlite" in portable_on:
             sqlite_env = {
                 **env,
                 "DATABASE_URL": f"sqlite:///{workdir / 'export.db'}",
             }
-            migrate_and_seed(project, sqlite_env, args.rows)
+            sqlite_caller = migrate_and_seed(project, sqlite_env, args.rows)
             result["portable"]["sqlite"] = runner(
-                project, sqlite_env, "portable", str(args.rounds)
+                project,
+                sqlite_env,
+                "portable",
+                str(args.rounds),
+                str(sqlite_caller.owner_id),
             )
 
     result["targets"] = {

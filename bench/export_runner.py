@@ -3,17 +3,18 @@ PACKAGE COMMAND ...``); prints one JSON object on its last line.
 
 Commands:
 
-``copy-sql``
-    The SQL of the app's COPY export with the export's column names as
-    labels, for ``psql \\copy`` to run the very same query.
+``copy-sql OWNER_ID``
+    The SQL of the app's COPY export of account OWNER_ID's events with the
+    export's column names as labels, for ``psql \\copy`` to run the very
+    same query.
 
-``portable ROUNDS``
-    Times the app's export generators (``csv_chunks``, ``ndjson_chunks``)
-    against a plain loop over ORM objects from ``yield_per`` written with
-    ``csv.writer`` / ``json.dumps`` row by row, on the database of
-    ``DATABASE_URL``. Rounds alternate between the kinds; medians are kept.
-    Every pair must write byte-identical output (sha256), so a fast wrong
-    answer cannot pass.
+``portable ROUNDS OWNER_ID``
+    Times the app's export generators (``csv_chunks``, ``ndjson_chunks``) of
+    account OWNER_ID's events against a plain loop over that account's ORM
+    objects from ``yield_per`` written with ``csv.writer`` / ``json.dumps``
+    row by row, on the database of ``DATABASE_URL``. Rounds alternate
+    between the kinds; medians are kept. Every pair must write
+    byte-identical output (sha256), so a fast wrong answer cannot pass.
 """
 
 from __future__ import annotations
@@ -43,15 +44,17 @@ def load(package: str) -> tuple[Any, Any, Any, Any]:
     return create_app, export, models.Event, extensions.db
 
 
-def plain_csv(export: Any, event_model: Any, db: Any) -> Iterator[bytes]:
-    """What one writes without thinking about speed: ORM objects in
-    batches from ``yield_per``, one ``writerow`` each, the same format."""
+def plain_csv(export: Any, event_model: Any, db: Any, owner_id: int) -> Iterator[bytes]:
+    """What one writes without thinking about speed: ``owner_id``'s ORM
+    objects in batches from ``yield_per``, one ``writerow`` each, the same
+    format."""
     stamp = export.TIMESTAMP_FORMAT
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(export.COLUMNS)
     query = (
         select(event_model)
+        .where(event_model.owner_id == owner_id)
         .order_by(event_model.created_at, event_model.id)
         .execution_options(yield_per=YIELD_PER)
     )
@@ -75,10 +78,13 @@ def plain_csv(export: Any, event_model: Any, db: Any) -> Iterator[bytes]:
     db.session.remove()
 
 
-def plain_ndjson(export: Any, event_model: Any, db: Any) -> Iterator[bytes]:
+def plain_ndjson(
+    export: Any, event_model: Any, db: Any, owner_id: int
+) -> Iterator[bytes]:
     stamp = export.TIMESTAMP_FORMAT
     query = (
         select(event_model)
+        .where(event_model.owner_id == owner_id)
         .order_by(event_model.created_at, event_model.id)
         .execution_options(yield_per=YIELD_PER)
     )
@@ -114,19 +120,23 @@ def consume(chunks: Iterator[bytes]) -> tuple[int, int, str]:
     return size, lines, hasher.hexdigest()
 
 
-def portable(package: str, rounds: int) -> dict[str, Any]:
+def portable(package: str, rounds: int, owner_id: int) -> dict[str, Any]:
     create_app, export, event_model, db = load(package)
     app = create_app()
     filters = export.ExportFilters()
     kinds: dict[str, Callable[[], Iterator[bytes]]] = {
-        "app_csv": lambda: export.csv_chunks(filters),
-        "plain_csv": lambda: plain_csv(export, event_model, db),
-        "app_ndjson": lambda: export.ndjson_chunks(filters),
-        "plain_ndjson": lambda: plain_ndjson(export, event_model, db),
+        "app_csv": lambda: export.csv_chunks(owner_id, filters),
+        "plain_csv": lambda: plain_csv(export, event_model, db, owner_id),
+        "app_ndjson": lambda: export.ndjson_chunks(owner_id, filters),
+        "plain_ndjson": lambda: plain_ndjson(export, event_model, db, owner_id),
     }
     with app.app_context():
         dialect = db.engine.dialect.name
-        rows = db.session.scalar(select(db.func.count()).select_from(event_model))
+        rows = db.session.scalar(
+            select(db.func.count())
+            .select_from(event_model)
+            .where(event_model.owner_id == owner_id)
+        )
         db.session.remove()
         timings: dict[str, list[float]] = {kind: [] for kind in kinds}
         sizes: dict[str, tuple[int, int, str]] = {}
@@ -159,11 +169,11 @@ def portable(package: str, rounds: int) -> dict[str, Any]:
     return result
 
 
-def copy_sql(package: str) -> dict[str, Any]:
+def copy_sql(package: str, owner_id: int) -> dict[str, Any]:
     create_app, export, _, db = load(package)
     app = create_app()
     with app.app_context():
-        query = export._copy_query(export.ExportFilters())
+        query = export._copy_query(owner_id, export.ExportFilters())
         labelled = query.with_only_columns(
             *(
                 column.label(name)
@@ -181,9 +191,9 @@ def copy_sql(package: str) -> dict[str, Any]:
 def main() -> None:
     package, command, *rest = sys.argv[1:]
     if command == "portable":
-        result = portable(package, int(rest[0]))
+        result = portable(package, int(rest[0]), int(rest[1]))
     elif command == "copy-sql":
-        result = copy_sql(package)
+        result = copy_sql(package, int(rest[0]))
     else:
         raise SystemExit(f"unknown command {command!r}")
     print(json.dumps(result))

@@ -1,14 +1,21 @@
 """Benchmark: a JSON GET through nginx -> gunicorn with the whole app,
 against a bare Flask app doing the same database work, in the same run.
 
-``GET /api/events?limit=N`` (default 50 of 10,000 seeded rows, PostgreSQL)
-served by the project's app (``create_app``: request ids, security
-headers, ProxyFix, validation, problem handlers, JSON provider) and by
-``bench/bare_app.py`` (a plain ``Flask(__name__)`` calling the same
-``services.list_events`` and writing the same JSON bytes, which is
-checked). Both run under the same ``gunicorn -c deploy/gunicorn.conf.py``
-(the baseline via ``GUNICORN_WSGI_APP``), each behind its own nginx with
-the same rendered config. The ratio is what the app's own layers cost.
+``GET /api/events?limit=N`` (default 50 of 10,000 rows seeded for one
+account, PostgreSQL) with that account's bearer token (issued by
+``flask tokens issue`` after seeding; every request sends it), served by
+the project's app (``create_app``: token authentication, request ids,
+security headers, ProxyFix, validation, problem handlers, JSON provider)
+and by ``bench/bare_app.py`` (a plain ``Flask(__name__)`` calling the same
+``services.list_events(owner_id, limit=N)`` for the same account, its id
+from ``BENCH_OWNER_ID``, and writing the same JSON bytes, which is
+checked; it reads no token). Both run under the same
+``gunicorn -c deploy/gunicorn.conf.py`` (the baseline via
+``GUNICORN_WSGI_APP``), each behind its own nginx with the same rendered
+config, and both get the same requests, token header included. The ratio
+is what authentication and the app's own layers cost: per request, one
+indexed SELECT of the token by its SHA-256 digest, plus at most one
+``last_used_at`` UPDATE per token per minute.
 Worker recycling (``max_requests``) is off for both (``GUNICORN_MAX_REQUESTS=0``)
 so that no worker's reboot lands in a random round.
 Target: app/bare >= 0.85 (requests/s).
@@ -16,7 +23,9 @@ Target: app/bare >= 0.85 (requests/s).
 The shipped nginx config rate-limits ``/api/`` per client address
 (``limit_req`` 20 r/s burst 40, ``limit_conn`` 20). The benchmark renders
 it without those two lines (and changes nothing else), since a load
-generator on one address would otherwise measure the limiter.
+generator on one address would otherwise measure the limiter. For the same
+reason the app's own per-token limits, if it has them, are raised far past
+the load (``stack.RATE_LIMIT_ENV``), not turned off.
 
 Load: ``wrk`` (``apt-get install wrk``) when installed, else a threaded
 Python client. Rounds alternate between the apps; medians are kept.
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import re
 import shutil
 import subprocess
@@ -57,8 +67,12 @@ from stack import (
 TARGET = 0.85
 
 
-def wrk(port: int, path: str, seconds: float, connections: int) -> dict[str, Any]:
+def wrk(
+    port: int, path: str, seconds: float, connections: int, headers: dict[str, str]
+) -> dict[str, Any]:
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
     command.append(f"http://{HOST}:{port}{path}")
     output = subprocess.run(  # noqa: S603
         command, check=True, text=True, stdout=subprocess.PIPE
@@ -83,7 +97,7 @@ def wrk(port: int, path: str, seconds: float, connections: int) -> dict[str, Any
 
 
 def python_load(
-    port: int, path: str, seconds: float, connections: int
+    port: int, path: str, seconds: float, connections: int, headers: dict[str, str]
 ) -> dict[str, Any]:
     """Keep-alive connections in threads, for machines without wrk."""
     deadline = time.monotonic() + seconds
@@ -93,7 +107,7 @@ def python_load(
     def client(index: int) -> None:
         connection = http.client.HTTPConnection(HOST, port, timeout=30)
         while time.monotonic() < deadline:
-            connection.request("GET", path)
+            connection.request("GET", path, headers=headers)
             answer = connection.getresponse()
             answer.read()
             if answer.status != 200:
@@ -129,6 +143,9 @@ def main() -> int:
     load = wrk if shutil.which("wrk") else python_load
     path = f"/api/events?limit={args.limit}"
 
+    # The machine's load (1, 5, 15 min) before and after: the figures of a
+    # run on a busy shared machine are comparable only with each other.
+    load_before = os.getloadavg()
     result: dict[str, Any] = {
         "path": path,
         "rows": args.rows,
@@ -138,17 +155,20 @@ def main() -> int:
         "load_generator": load.__name__,
         "nginx_changes": "removed limit_req and limit_conn from location /api/",
         "gunicorn_changes": "GUNICORN_MAX_REQUESTS=0 (no worker recycling)",
+        "auth": "bearer token on every request; the app verifies it, the bare"
+        " app ignores it",
     }
     with workspace(args.project, "json") as (project, workdir, database_url):
         # Worker recycling off for both apps (celery_tasks.py turns off pool
         # recycling likewise), so no worker's reboot lands in a random round.
         env = app_env(workdir, database_url, GUNICORN_MAX_REQUESTS="0")
-        migrate_and_seed(project, env, args.rows)
+        caller = migrate_and_seed(project, env, args.rows)
         bare_env = {
             **env,
             "GUNICORN_WSGI_APP": "bare_app:app",
             "PYTHONPATH": str(BENCH),
             "BENCH_PACKAGE": project.package,
+            "BENCH_OWNER_ID": str(caller.owner_id),
         }
         stack = Stack(project, workdir)
         try:
@@ -159,16 +179,26 @@ def main() -> int:
                 ports[name], _ = stack.nginx(
                     f"nginx-{name}", upstream, without_rate_limit
                 )
-            bodies = {name: http_get(port, path) for name, port in ports.items()}
+            anonymous = http_get(ports["app"], path)
+            if anonymous[0] != 401:
+                raise RuntimeError(f"the app answers without a token: {anonymous}")
+            bodies = {
+                name: http_get(port, path, headers=caller.header_lines)
+                for name, port in ports.items()
+            }
             if bodies["app"] != bodies["bare"] or bodies["app"][0] != 200:
                 raise RuntimeError(f"the two apps answer differently: {bodies}")
             result["response_bytes"] = len(bodies["app"][1])
             for port in ports.values():  # warm every worker and connection
-                load(port, path, 2, args.connections)
+                load(port, path, 2, args.connections, caller.headers)
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ports}
             for _ in range(args.rounds):
                 for name, port in ports.items():
-                    runs[name].append(load(port, path, args.duration, args.connections))
+                    runs[name].append(
+                        load(
+                            port, path, args.duration, args.connections, caller.headers
+                        )
+                    )
         finally:
             stack.close()
 
@@ -176,6 +206,7 @@ def main() -> int:
         result[name] = summary([run["requests_per_second"] for run in values])
         result[name]["latency"] = [(run["p50"], run["p99"]) for run in values]
     result["ratio"] = result["app"]["median"] / result["bare"]["median"]
+    result["load_average"] = {"before": load_before, "after": os.getloadavg()}
     result["target"] = TARGET
     out = write_result("json_get", result)
     report(result)
@@ -193,17 +224,21 @@ def report(result: dict[str, Any]) -> None:
         ("WSGI app (same gunicorn config, same nginx config)", "requests/s"),
         [
             (
-                "bare `Flask(__name__)`, same query and JSON bytes",
+                "bare `Flask(__name__)`, same query and JSON bytes, no auth",
                 f"{result['bare']['median']:,.0f}",
             ),
-            ("project app, full middleware stack", f"{result['app']['median']:,.0f}"),
+            (
+                "project app, bearer-token auth and full middleware stack",
+                f"{result['app']['median']:,.0f}",
+            ),
             (f"ratio (target >= {TARGET})", f"{result['ratio']:.2f}"),
         ],
     )
     print(
         "\nnginx: the shipped config with `limit_req`/`limit_conn` removed from"
         " `location /api/` (nothing else changed); gunicorn: shipped config with"
-        " `GUNICORN_MAX_REQUESTS=0`; "
+        " `GUNICORN_MAX_REQUESTS=0`; both get the same token header, which only"
+        " the app checks; "
         f"{result['response_bytes']} bytes per response, identical for both."
     )
 

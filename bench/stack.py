@@ -1,5 +1,7 @@
 """What the benchmarks share: a baked and installed project, a throwaway
-PostgreSQL database, and the real processes (gunicorn with the shipped
+PostgreSQL database seeded with one account's events and a bearer token of
+that account issued by the project's CLI (every ``/api`` route needs one),
+and the real processes (gunicorn with the shipped
 ``deploy/gunicorn.conf.py``, nginx with the shipped ``deploy/nginx/nginx.conf``
 rendered for local ports and paths).
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -50,6 +53,19 @@ POSTGRES_SERVER = os.environ.get(
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 HOST = "127.0.0.1"
+# The account whose events the benchmarks seed and read.
+ACCOUNT = "bench"
+# Per-token and failed-auth request limits (Flask-Limiter) may be set in the
+# app: a load generator sends tens of thousands of requests a minute with one
+# token from one address, and would measure the limiter's 429s. Generous
+# values, so the limiter (if any) is still consulted on every request but
+# never refuses; the app ignores variables it does not read. Check these
+# names and formats against config.py when the limiter lands; BENCH_APP_ENV
+# ("KEY=VALUE KEY=VALUE") overrides or adds any app setting of a run.
+RATE_LIMIT_ENV = {
+    "RATELIMIT_PER_TOKEN": "1000000/minute",
+    "RATELIMIT_FAILED_AUTH": "1000000/minute",
+}
 
 
 def run(command: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
@@ -144,21 +160,79 @@ def app_env(workdir: Path, database_url: str, **extra: str) -> dict[str, str]:
         "INSTANCE_PATH": str(workdir / "instance"),
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
+        **RATE_LIMIT_ENV,
     }
-    return clean_env(**{**settings, **extra})
+    overrides = dict(
+        item.split("=", 1) for item in os.environ.get("BENCH_APP_ENV", "").split()
+    )
+    return clean_env(**{**settings, **extra, **overrides})
 
 
-def flask(project: Project, env: dict[str, str], *args: str) -> None:
-    """``flask --app <package>.wsgi ARGS`` in the project, output hidden."""
+def flask(project: Project, env: dict[str, str], *args: str) -> str:
+    """``flask --app <package>.wsgi ARGS`` in the project; returns its stdout
+    (stderr is passed through)."""
     command = [project.bin("flask"), "--app", f"{project.package}.wsgi", *args]
-    run(command, cwd=project.path, env=env, stdout=subprocess.DEVNULL)
+    return run(command, cwd=project.path, env=env, stdout=subprocess.PIPE).stdout
 
 
-def migrate_and_seed(project: Project, env: dict[str, str], rows: int) -> None:
-    """Bring the database to the latest migration and add ``rows`` events,
-    the same rows on every run (``--seed 1``)."""
+@dataclass(frozen=True)
+class Caller:
+    """An account of the benchmark's database and a read-write token of it."""
+
+    account: str
+    owner_id: int
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def header_lines(self) -> str:
+        """The headers as raw HTTP/1 lines, for ``http_stream``/``http_get``."""
+        return "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+
+
+def create_account(project: Project, env: dict[str, str], account: str) -> int:
+    """``flask accounts create ACCOUNT --exist-ok``; returns the id it prints."""
+    output = flask(project, env, "accounts", "create", account, "--exist-ok")
+    found = re.search(r"\(id (\d+)\)", output)
+    if found is None:
+        raise RuntimeError(f"no account id in {output!r}")
+    return int(found.group(1))
+
+
+def issue_token(project: Project, env: dict[str, str], account: str) -> str:
+    """A read-write token of ``account`` from ``flask tokens issue``, which
+    prints it alone on the last line of its stdout."""
+    output = flask(
+        project,
+        env,
+        *("tokens", "issue", account, "--name", "bench"),
+        *("--scope", "read", "--scope", "write"),
+    )
+    return output.strip().splitlines()[-1]
+
+
+def migrate_and_authorize(
+    project: Project, env: dict[str, str], account: str = ACCOUNT
+) -> Caller:
+    """Bring the database to the latest migration, create ``account`` and
+    issue it a token, with the project's CLI."""
     flask(project, env, "db", "upgrade")
-    flask(project, env, "seed", "--rows", str(rows), "--seed", "1")
+    owner_id = create_account(project, env, account)
+    return Caller(account, owner_id, issue_token(project, env, account))
+
+
+def migrate_and_seed(
+    project: Project, env: dict[str, str], rows: int, account: str = ACCOUNT
+) -> Caller:
+    """``migrate_and_authorize``, and ``rows`` events of ``account``, the
+    same rows on every run (``--seed 1``)."""
+    caller = migrate_and_authorize(project, env, account)
+    seed = ("seed", "--rows", str(rows), "--seed", "1", "--account", account)
+    flask(project, env, *seed)
+    return caller
 
 
 def wait_for(condition: Callable[[], Any], seconds: float, what: str) -> Any:
@@ -277,7 +351,8 @@ def http_stream(
     port: int, path: str, timeout: float = 600, headers: str = ""
 ) -> Iterator[bytes]:
     """The body of an HTTP/1.0 GET, as raw socket reads: no chunked coding
-    and no client library between the server and the byte counter. Raises
+    and no client library between the server and the byte counter;
+    ``headers`` are raw header lines (``Caller.header_lines``). Raises
     unless the status is 200."""
     with socket.create_connection((HOST, port), timeout=timeout) as client:
         client.sendall(f"GET {path} HTTP/1.0\r\nHost: {HOST}\r\n{headers}\r\n".encode())
@@ -297,10 +372,13 @@ def http_stream(
             yield data
 
 
-def http_get(port: int, path: str, timeout: float = 60) -> tuple[int, bytes]:
-    """Status and body of a small GET (HTTP/1.0, one connection)."""
+def http_get(
+    port: int, path: str, timeout: float = 60, headers: str = ""
+) -> tuple[int, bytes]:
+    """Status and body of a small GET (HTTP/1.0, one connection); ``headers``
+    are raw header lines, as ``Caller.header_lines`` writes them."""
     with socket.create_connection((HOST, port), timeout=timeout) as client:
-        client.sendall(f"GET {path} HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+        client.sendall(f"GET {path} HTTP/1.0\r\nHost: {HOST}\r\n{headers}\r\n".encode())
         response = b""
         while data := client.recv(65536):
             response += data

@@ -2,10 +2,18 @@
 deploy/gunicorn.conf.py, a real Celery worker on Redis, PostgreSQL, and nginx
 with deploy/nginx/nginx.conf in front. Every request goes through nginx.
 
+Two accounts, seeded with the CLI (``flask seed --account``) and each given
+a read-write token by ``flask tokens issue``: alice with SEED_ROWS events,
+bob with a few. Every /api call carries one of their tokens, and each
+account sees only its own rows: in lists, in both streamed exports, in a
+background export downloaded through its signed link (no token: the link
+is the credential) and nginx's X-Accel-Redirect.
+
 The unit tests of a bake run the app in-process; only this stack shows that
-the pieces agree with each other: request ids survive nginx, streamed exports
-arrive whole, X-Accel-Redirect downloads are consumed by nginx, and a client
-that hangs up mid-stream gives its database connection back.
+the pieces agree with each other: request ids survive nginx, the 401/403
+problems and their WWW-Authenticate challenge reach the client, streamed
+exports arrive whole, X-Accel-Redirect downloads are consumed by nginx, and
+a client that hangs up mid-stream gives its database connection back.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import secrets
 import shutil
 import socket
 import struct
+import subprocess
 import tempfile
 import time
 import uuid
@@ -29,6 +38,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
@@ -49,7 +59,13 @@ pytestmark = pytest.mark.slow
 
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
+# alice's events: enough that the CSV export outlasts a 64 KiB read (the
+# hang-up test); bob's: few, so a walk through all of his list pages stays
+# well inside nginx's /api/ rate limit (20 r/s, burst 40, per address).
 SEED_ROWS = 50_000
+BOB_ROWS = 1_234
+ACCOUNTS = ("alice", "bob")
+PAGE_SIZE = 100  # the list's largest page
 EXPORT_COLUMNS = [
     "id",
     "owner_id",
@@ -73,6 +89,21 @@ class Response:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    def problem(self, status: int) -> dict[str, Any]:
+        """The problem+json body of an error answer with ``status``."""
+        assert self.status == status, (self.status, self.body[:500])
+        assert self.headers.get_content_type() == "application/problem+json"
+        problem: dict[str, Any] = self.json()
+        assert problem["status"] == status, problem
+        return problem
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    id: int
+    token: str
+
 
 @dataclass
 class Stack:
@@ -85,6 +116,7 @@ class Stack:
     nginx_error_log: Path
     # Where Prometheus scrapes, past nginx: gunicorn and the Celery worker.
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    accounts: dict[str, Account] = field(default_factory=dict)
 
     def request(
         self,
@@ -93,10 +125,14 @@ class Stack:
         body: Any = None,
         headers: dict[str, str] | None = None,
         timeout: float = 60,
+        as_account: str | None = None,
     ) -> Response:
-        """One request through nginx on a fresh connection; no status raises,
-        so a test can assert on 4xx answers too."""
+        """One request through nginx on a fresh connection, with the bearer
+        token of ``as_account`` (none when not given); no status raises, so
+        a test can assert on 4xx answers too."""
         all_headers = dict(headers or {})
+        if as_account is not None:
+            all_headers["Authorization"] = f"Bearer {self.accounts[as_account].token}"
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
@@ -147,6 +183,34 @@ def healthy(stack: Stack, services: list[Service]) -> bool:
 
 def worker_ready(log: Path) -> bool:
     return b"ready." in log.read_bytes()
+
+
+def seed_account(
+    flask: list[str],
+    project: Path,
+    env: dict[str, str],
+    name: str,
+    rows: int,
+    seed: int,
+) -> str:
+    """Seed ``name``'s events (the account is created by ``flask seed``) and
+    issue it a read-write token with the CLI; returns the token, which
+    ``tokens issue`` prints alone on the last line of its stdout."""
+    command = [*flask, "seed", "--rows", str(rows), "--seed", str(seed)]
+    result = run([*command, "--account", name], project, env)
+    assert result.returncode == 0, f"{command}\n{result.stdout}"
+    command = [*flask, "tokens", "issue", name, "--scope", "read", "--scope", "write"]
+    issued = subprocess.run(
+        [*command, "--name", "e2e"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert issued.returncode == 0, f"{command}\n{issued.stdout}\n{issued.stderr}"
+    return issued.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -235,13 +299,8 @@ def stack(
     )
     try:
         flask = [str(venv_bin / "flask"), "--app", f"{package}.wsgi"]
-        for command in (
-            [*flask, "db", "upgrade"],
-            [*flask, "seed", "--rows", str(SEED_ROWS), "--seed", "1"],
-        ):
-            result = run(command, project, env)
-            assert result.returncode == 0, f"{command}\n{result.stdout}"
-
+        result = run([*flask, "db", "upgrade"], project, env)
+        assert result.returncode == 0, result.stdout
         services.append(
             start(
                 "gunicorn",
@@ -288,6 +347,25 @@ def stack(
                 logs,
             )
         )
+        # Seeded while the services start (they need only the schema), both
+        # accounts at once: CLI and service start-ups overlap.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            tokens = dict(
+                zip(
+                    ACCOUNTS,
+                    pool.map(
+                        lambda args: seed_account(flask, project, env, *args),
+                        [("alice", SEED_ROWS, 1), ("bob", BOB_ROWS, 2)],
+                    ),
+                    strict=True,
+                )
+            )
+        with psycopg.connect(database_url) as connection:
+            ids = dict(connection.execute("SELECT name, id FROM accounts").fetchall())
+        for name, token in tokens.items():
+            assert token.startswith(f"{package}_pat_"), token
+            stack.accounts[name] = Account(name, ids[name], token)
+
         wait_for(
             lambda: healthy(stack, services), STARTUP_SECONDS, "/healthz via nginx"
         )
@@ -329,38 +407,72 @@ def logs_on_failure(request: pytest.FixtureRequest, stack: Stack) -> Iterator[No
         print(stack.logs())
 
 
-def database_rows(stack: Stack) -> tuple[int, str, Decimal]:
-    """Row count, sha256 of the ids in export order, and the sum of amounts,
-    straight from PostgreSQL."""
+def database_rows(stack: Stack, owner_id: int) -> tuple[int, str, Decimal]:
+    """Row count, sha256 of the ids in export order, and the sum of amounts
+    of ``owner_id``'s events, straight from PostgreSQL."""
     with psycopg.connect(stack.database_url) as connection:
         rows = connection.execute(
-            "SELECT id::text, amount FROM events ORDER BY created_at, id"
+            "SELECT id::text, amount FROM events WHERE owner_id = %s"
+            " ORDER BY created_at, id",
+            (owner_id,),
         ).fetchall()
-        (count,) = connection.execute("SELECT count(*) FROM events").fetchone() or (0,)
     ids = hashlib.sha256("\n".join(row[0] for row in rows).encode()).hexdigest()
-    return count, ids, sum((row[1] for row in rows), Decimal(0))
+    return len(rows), ids, sum((row[1] for row in rows), Decimal(0))
 
 
-def export_summary(records: list[dict[str, str]]) -> tuple[int, str, Decimal]:
+def newest_ids(stack: Stack, owner_id: int, limit: int | None = None) -> list[str]:
+    """``owner_id``'s event ids in the list's order, newest first."""
+    with psycopg.connect(stack.database_url) as connection:
+        rows = connection.execute(
+            "SELECT id::text FROM events WHERE owner_id = %s"
+            " ORDER BY created_at DESC, id DESC LIMIT %s",
+            (owner_id, limit),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def other_owners_rows(stack: Stack, owner_id: int) -> int:
+    """Events of every other account: what an owner filter must leave out."""
+    with psycopg.connect(stack.database_url) as connection:
+        (count,) = connection.execute(
+            "SELECT count(*) FROM events WHERE owner_id <> %s", (owner_id,)
+        ).fetchone() or (0,)
+    return int(count)
+
+
+def export_summary(
+    records: list[dict[str, Any]], owner_id: int
+) -> tuple[int, str, Decimal]:
+    """As ``database_rows``, of exported records, which must all be
+    ``owner_id``'s."""
+    strangers = [r for r in records if str(r["owner_id"]) != str(owner_id)]
+    assert strangers == [], strangers[:3]
     ids = hashlib.sha256("\n".join(r["id"] for r in records).encode()).hexdigest()
     return len(records), ids, sum((Decimal(r["amount"]) for r in records), Decimal(0))
 
 
 def test_json_api_round_trip_keeps_request_ids(stack: Stack) -> None:
-    """A created event reads back the same through nginx, and every answer
-    carries exactly one X-Request-ID: the client's when well formed."""
-    sent = {"owner_id": 7, "kind": "purchase", "amount": "19.99", "payload": "e2e"}
+    """A created event belongs to its caller and reads back the same through
+    nginx, another account gets 404 for it, and every answer carries exactly
+    one X-Request-ID: the client's when well formed."""
+    alice, bob = stack.accounts["alice"], stack.accounts["bob"]
+    sent = {"kind": "purchase", "amount": "19.99", "payload": "e2e"}
     created = stack.request(
-        "POST", "/api/events", sent, headers={"X-Request-ID": "e2e-create.1:a"}
+        "POST",
+        "/api/events",
+        sent,
+        headers={"X-Request-ID": "e2e-create.1:a"},
+        as_account="alice",
     )
     assert created.status == 201, created.body
     assert created.headers.get_all("X-Request-ID") == ["e2e-create.1:a"]
     event = created.json()
     assert {key: event[key] for key in sent} == sent
+    assert event["owner_id"] == alice.id
 
     location = created.headers["Location"]
     assert location.endswith(f"/api/events/{event['id']}"), location
-    fetched = stack.request("GET", f"/api/events/{event['id']}")
+    fetched = stack.request("GET", f"/api/events/{event['id']}", as_account="alice")
     assert fetched.status == 200, fetched.body
     assert fetched.json() == event
     generated = fetched.headers.get_all("X-Request-ID") or []
@@ -369,7 +481,10 @@ def test_json_api_round_trip_keeps_request_ids(stack: Stack) -> None:
 
     # An id that could forge log lines is replaced, not echoed.
     forged = stack.request(
-        "GET", f"/api/events/{event['id']}", headers={"X-Request-ID": "a b"}
+        "GET",
+        f"/api/events/{event['id']}",
+        headers={"X-Request-ID": "a b"},
+        as_account="alice",
     )
     assert forged.status == 200
     replaced = forged.headers.get_all("X-Request-ID") or []
@@ -377,67 +492,199 @@ def test_json_api_round_trip_keeps_request_ids(stack: Stack) -> None:
     assert replaced[0] != "a b"
     assert REQUEST_ID.fullmatch(replaced[0]), replaced
 
+    # Another account's event answers as an unknown one does.
+    hidden = stack.request("GET", f"/api/events/{event['id']}", as_account="bob")
+    assert hidden.problem(404)["detail"] == f"No event with id {event['id']}."
+    # The owner is the caller, never a field of the body.
+    claimed = stack.request(
+        "POST", "/api/events", {**sent, "owner_id": bob.id}, as_account="alice"
+    )
+    assert "owner_id" in claimed.problem(400)["errors"]
 
-def test_streamed_exports_are_complete(stack: Stack) -> None:
-    """Both streaming formats carry every row, in export order, with the
-    amounts the database holds."""
-    expected = database_rows(stack)
-    assert expected[0] > SEED_ROWS - 1, expected
 
-    answer = stack.request("GET", "/api/events/export.csv")
+def test_missing_or_bad_token_is_a_401_challenge(stack: Stack) -> None:
+    """Through nginx, /api without a valid bearer token is a 401 problem with
+    the RFC 6750 challenge (naming the error only when a token was sent)."""
+    alice = stack.accounts["alice"]
+    # One character changed: the checksum no longer fits, no query is made.
+    mistyped = alice.token[:-8] + ("B" if alice.token[-8] == "A" else "A")
+    mistyped += alice.token[-7:]
+    cases: dict[str, tuple[dict[str, str], str]] = {
+        "no header": ({}, 'Bearer realm="api"'),
+        "not a token": (
+            {"Authorization": "Bearer nonsense"},
+            'Bearer realm="api", error="invalid_token"',
+        ),
+        "another scheme": (
+            {"Authorization": f"Basic {alice.token}"},
+            'Bearer realm="api", error="invalid_token"',
+        ),
+        "checksum broken": (
+            {"Authorization": f"Bearer {mistyped}"},
+            'Bearer realm="api", error="invalid_token"',
+        ),
+    }
+    for case, (headers, challenge) in cases.items():
+        answer = stack.request("GET", "/api/events?limit=1", headers=headers)
+        problem = answer.problem(401)
+        assert answer.headers["WWW-Authenticate"] == challenge, case
+        assert "items" not in problem, case
+        assert len(answer.headers.get_all("X-Request-ID") or []) == 1, case
+    export = stack.request("GET", "/api/events/export.csv")
+    export.problem(401)
+    assert export.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+
+
+def test_lists_hold_only_the_callers_rows(stack: Stack) -> None:
+    """bob walks his whole list page by page and gets exactly his events,
+    newest first; alice's first pages are her newest events. (alice's
+    whole list would be 500 pages: past nginx's per-address rate limit.)"""
+    bob = stack.accounts["bob"]
+    walked: list[dict[str, Any]] = []
+    path = f"/api/events?limit={PAGE_SIZE}"
+    while True:
+        page = stack.request("GET", path, as_account="bob")
+        assert page.status == 200, page.body[:500]
+        body = page.json()
+        walked.extend(body["items"])
+        if body["next_cursor"] is None:
+            break
+        path = f"/api/events?limit={PAGE_SIZE}&cursor={body['next_cursor']}"
+    assert {item["owner_id"] for item in walked} == {bob.id}
+    assert [item["id"] for item in walked] == newest_ids(stack, bob.id)
+    assert len(walked) == BOB_ROWS
+
+    alice = stack.accounts["alice"]
+    first = stack.request("GET", f"/api/events?limit={PAGE_SIZE}", as_account="alice")
+    assert first.status == 200, first.body[:500]
+    body = first.json()
+    second = stack.request(
+        "GET",
+        f"/api/events?limit={PAGE_SIZE}&cursor={body['next_cursor']}",
+        as_account="alice",
+    )
+    assert second.status == 200, second.body[:500]
+    items = body["items"] + second.json()["items"]
+    assert {item["owner_id"] for item in items} == {alice.id}
+    assert [item["id"] for item in items] == newest_ids(stack, alice.id, 2 * PAGE_SIZE)
+
+
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_streamed_exports_hold_only_the_callers_rows(stack: Stack, name: str) -> None:
+    """Both streaming formats carry every row of the caller, and no other
+    account's, in export order, with the amounts the database holds."""
+    owner_id = stack.accounts[name].id
+    expected = database_rows(stack, owner_id)
+    assert expected[0] >= (SEED_ROWS if name == "alice" else BOB_ROWS), expected
+    assert other_owners_rows(stack, owner_id) > 0  # something to leave out
+
+    answer = stack.request("GET", "/api/events/export.csv", as_account=name)
     assert answer.status == 200, answer.body[:500]
     assert answer.headers["Content-Type"].startswith("text/csv")
     reader = csv.DictReader(io.StringIO(answer.body.decode()))
     assert reader.fieldnames == EXPORT_COLUMNS
-    assert export_summary(list(reader)) == expected
+    assert export_summary(list(reader), owner_id) == expected
 
-    answer = stack.request("GET", "/api/events/export.ndjson")
+    answer = stack.request("GET", "/api/events/export.ndjson", as_account=name)
     assert answer.status == 200, answer.body[:500]
     assert answer.headers["Content-Type"].startswith("application/x-ndjson")
     lines = answer.body.decode().splitlines()
-    assert export_summary([json.loads(line) for line in lines]) == expected
+    assert export_summary([json.loads(line) for line in lines], owner_id) == expected
 
 
-def finished_export(stack: Stack) -> dict[str, Any]:
-    """Start a CSV export through nginx and poll it until the worker is done."""
-    started = stack.request("POST", "/api/exports", {"format": "csv"})
-    assert started.status == 202, started.body
-    status_url = started.json()["status_url"]
+def finished_exports(stack: Stack) -> dict[str, dict[str, Any]]:
+    """A CSV export of each account, started through nginx together and
+    polled until the worker has finished both."""
+    status_urls = {}
+    for name in ACCOUNTS:
+        started = stack.request(
+            "POST", "/api/exports", {"format": "csv"}, as_account=name
+        )
+        assert started.status == 202, started.body
+        status_urls[name] = started.json()["status_url"]
+    jobs: dict[str, dict[str, Any]] = {}
 
-    def finished() -> dict[str, Any] | None:
-        job = stack.request("GET", status_url).json()
-        assert job["status"] != "failed", job
-        return job if job["status"] == "succeeded" else None
+    def finished() -> bool:
+        for name, status_url in status_urls.items():
+            if name in jobs:
+                continue
+            job = stack.request("GET", status_url, as_account=name).json()
+            assert job["status"] != "failed", job
+            if job["status"] == "succeeded":
+                jobs[name] = job
+        return len(jobs) == len(status_urls)
 
-    job: dict[str, Any] = wait_for(finished, 120, "the export job", interval=0.5)
-    return job
+    wait_for(finished, 120, "the export jobs", interval=0.5)
+    return jobs
 
 
-def test_background_export_is_served_by_nginx(stack: Stack) -> None:
-    """The worker writes the file; the app's download answer is an
+def with_signature(download_url: str, signature: str) -> str:
+    return f"{urlsplit(download_url).path}?signature={signature}"
+
+
+def test_background_exports_are_served_by_nginx(stack: Stack) -> None:
+    """Each account's export holds its rows only. The worker writes the file;
+    its signed download link works with no token, and the app's answer is an
     X-Accel-Redirect that nginx consumes, so the client gets the file itself
-    and never the header, and the internal location stays unreachable."""
-    job = finished_export(stack)
-    result = job["result"]
-    path = stack.export_dir / result["filename"]
-    # nginx's workers run as another user than the Celery worker: the file
-    # as written must be readable to them (no chmod here).
-    on_disk = path.read_bytes()
-    assert len(on_disk) == result["size"]
-    assert hashlib.sha256(on_disk).hexdigest() == result["sha256"]
+    and never the header. The internal location stays unreachable, another
+    account cannot see the export, and a bad or borrowed signature is a 403
+    problem, never the file."""
+    jobs = finished_exports(stack)
+    files: dict[str, bytes] = {}
+    for name, job in jobs.items():
+        owner_id = stack.accounts[name].id
+        result = job["result"]
+        path = stack.export_dir / result["filename"]
+        # nginx's workers run as another user than the Celery worker: the
+        # file as written must be readable to them (no chmod here).
+        on_disk = files[name] = path.read_bytes()
+        assert len(on_disk) == result["size"]
+        assert hashlib.sha256(on_disk).hexdigest() == result["sha256"]
+        records = list(csv.DictReader(io.StringIO(on_disk.decode())))
+        assert export_summary(records, owner_id) == database_rows(stack, owner_id)
 
-    download = stack.request("GET", job["download_url"])
-    assert download.status == 200, download.body[:500]
-    assert download.body == on_disk
-    assert hashlib.sha256(download.body).hexdigest() == result["sha256"]
-    assert "X-Accel-Redirect" not in download.headers
-    assert "X-Sendfile" not in download.headers
-    assert download.headers["Content-Type"].startswith("text/csv")
-    assert download.headers["Content-Disposition"].startswith("attachment;")
-    assert len(download.headers.get_all("X-Request-ID") or []) == 1
+        url = job["download_url"]
+        assert urlsplit(url).path == f"/api/exports/{job['id']}/download", url
+        download = stack.request("GET", url)  # no Authorization header
+        assert download.status == 200, download.body[:500]
+        assert download.body == on_disk
+        assert hashlib.sha256(download.body).hexdigest() == result["sha256"]
+        assert "X-Accel-Redirect" not in download.headers
+        assert "X-Sendfile" not in download.headers
+        assert download.headers["Content-Type"].startswith("text/csv")
+        assert download.headers["Content-Disposition"].startswith("attachment;")
+        assert len(download.headers.get_all("X-Request-ID") or []) == 1
 
-    direct = stack.request("GET", f"/_exports/{result['filename']}")
-    assert direct.status == 404, direct.body[:500]
+        direct = stack.request("GET", f"/_exports/{result['filename']}")
+        assert direct.status == 404, direct.body[:500]
+    assert files["alice"] != files["bob"]
+
+    alice, bob = jobs["alice"], jobs["bob"]
+    hidden = stack.request("GET", f"/api/exports/{alice['id']}", as_account="bob")
+    hidden.problem(404)
+    signature = parse_qs(urlsplit(alice["download_url"]).query)["signature"][0]
+    # One character of the signed payload changed: the HMAC no longer fits.
+    flipped = ("B" if signature[2] == "A" else "A").join((signature[:2], signature[3:]))
+    bob_signature = parse_qs(urlsplit(bob["download_url"]).query)["signature"][0]
+    refused = {
+        "no signature": urlsplit(alice["download_url"]).path,
+        "made up": with_signature(alice["download_url"], "nonsense"),
+        "tampered": with_signature(alice["download_url"], flipped),
+        "bob's link for alice's export": with_signature(
+            alice["download_url"], bob_signature
+        ),
+    }
+    for case, url in refused.items():
+        answer = stack.request("GET", url)
+        problem = answer.problem(403)
+        assert "download link" in problem["detail"], (case, problem)
+        assert files["alice"] not in answer.body, case
+        assert "X-Accel-Redirect" not in answer.headers, case
+    # A token is no substitute for the signature.
+    with_token = stack.request(
+        "GET", urlsplit(alice["download_url"]).path, as_account="alice"
+    )
+    with_token.problem(403)
 
 
 def scrape(port: int) -> tuple[int, str]:
@@ -524,7 +771,7 @@ def open_export_sessions(stack: Stack) -> list[tuple[Any, ...]]:
 
 
 def test_client_hanging_up_mid_stream_frees_the_connection(stack: Stack) -> None:
-    """A client that resets the connection after 64 KiB of the CSV export
+    """A client that resets the connection after 64 KiB of alice's CSV export
     ends the generator, so its cursor, transaction and connection are
     released rather than left idle in transaction."""
     client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -534,7 +781,8 @@ def test_client_hanging_up_mid_stream_frees_the_connection(stack: Stack) -> None
         client.connect((stack.host, stack.port))
         client.sendall(
             b"GET /api/events/export.csv HTTP/1.1\r\n"
-            b"Host: 127.0.0.1\r\nX-Request-ID: e2e-hangup\r\n\r\n"
+            b"Host: 127.0.0.1\r\nX-Request-ID: e2e-hangup\r\n"
+            + f"Authorization: Bearer {stack.accounts['alice'].token}\r\n\r\n".encode()
         )
         received = 0
         while received < 64 * 1024:
