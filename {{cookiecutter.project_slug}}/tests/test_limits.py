@@ -17,6 +17,7 @@ from redis import Redis
 {%- endif %}
 from werkzeug.test import TestResponse
 
+from {{ cookiecutter.package_name }}.accounts import tokens
 from {{ cookiecutter.package_name }}.config import ConfigError, load_config
 from {{ cookiecutter.package_name }}.http.limits import limiter_of
 from {{ cookiecutter.package_name }}.http.request_id import HEADER as REQUEST_ID
@@ -102,11 +103,16 @@ def test_failed_authentications_from_one_address_get_429(
         anonymous.get("/api/events", **from_address(ATTACKER)),
         "failed authentications",
     )
-    # Over the limit, the address waits, whatever it sends next.
+    # Over the limit, the address waits for every guess, a well-formed one
+    # included, while a caller there with a valid token is served.
     check_too_many(
-        app.test_client().get("/api/events", **from_address(ATTACKER)),
+        app.test_client(token=tokens.generate()).get(
+            "/api/events", **from_address(ATTACKER)
+        ),
         "failed authentications",
     )
+    served = app.test_client().get("/api/events", **from_address(ATTACKER))
+    assert served.status_code == 200
     # Another address is not affected.
     assert anonymous.get("/api/events", **from_address(BYSTANDER)).status_code == 401
     good = app.test_client().get("/api/events", **from_address(BYSTANDER))

@@ -8,10 +8,13 @@ app adds two limits of its own, both answered with a 429 problem and
 
 - **Failed authentications per client address** (``RATELIMIT_FAILED_AUTH``):
   every 401 counts, and an address over the limit gets 429 on every
-  ``/api/`` request until its window ends, so guessing tokens is slow.
+  ``/api/`` request without a valid token until its window ends. The token
+  is verified first (once per request, see ``accounts.identify``): a caller
+  with a valid one is no failed authentication, so its requests skip this
+  limit and its storage round trip. (Guessing gains nothing from that: a
+  token holds 238 random bits.)
 - **Requests per token** (``RATELIMIT_PER_TOKEN``): one leaked or runaway
-  client cannot take every worker. It counts before the token is looked
-  up, so a flood costs no database query; the bucket is the SHA-256 of the
+  client cannot take every worker. The bucket is the SHA-256 of the
   presented token (what ``api_tokens.token_hash`` stores), never the token.
 
 The client address is ``request.remote_addr``: ProxyFix has already taken it
@@ -76,6 +79,14 @@ def _failed_authentication(response: Response) -> bool:
     return response.status_code == 401
 
 
+def _authenticated() -> bool:
+    """A valid token: not a failed authentication, so not counted or checked
+    (no storage round trip on the requests that matter)."""
+    from ..accounts import identify  # accounts builds on this package
+
+    return identify() is not None
+
+
 def _not_limited() -> bool:
     return request.method == "OPTIONS" or not request.path.startswith("/api/")
 
@@ -107,6 +118,7 @@ def init_app(app: Flask) -> None:
                     key_function=client_address,
                     scope="failed-auth",
                     deduct_when=_failed_authentication,
+                    exempt_when=_authenticated,
                     error_message="Too many failed authentications from this "
                     "address; retry after the time in Retry-After.",
                 ),
