@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -311,3 +313,39 @@ def test_sentry_events_name_the_caller_and_never_the_token(
     sent = json.dumps(event, default=str)
     assert secret not in sent
     assert tokens.digest(secret) not in sent
+
+
+def test_a_verified_token_is_trusted_for_the_cache_time_then_looked_up(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(TOKEN_CACHE_SECONDS=1)
+    secret = issue_token(app)
+    client = app.test_client(token=secret)
+    assert client.get("/api/events").status_code == 200
+    with app.app_context():
+        token_id = db.session.scalar(
+            select(ApiToken.id).where(ApiToken.token_hash == tokens.digest(secret))
+        )
+        services.revoke_token(token_id)
+    # Within the cache time this process still trusts it ...
+    assert client.get("/api/events").status_code == 200
+    time.sleep(1.1)
+    # ... and then asks the database again.
+    assert client.get("/api/events").status_code == 401
+
+
+def test_the_cache_checks_expiry_on_every_hit() -> None:
+    cache = services.VerifiedTokens(seconds=60)
+    secret = tokens.generate()
+    now = utcnow()
+    identity = services.Identity(
+        account_id=1,
+        token_id=uuid.uuid4(),
+        scopes=frozenset({"read"}),
+        expires_at=now + timedelta(seconds=10),
+    )
+    cache.put(secret, identity)
+    assert cache.get(secret, now) == identity
+    assert cache.get(secret, now + timedelta(seconds=11)) is None
+    assert cache.get(tokens.generate(), now) is None
+    assert secret not in repr(cache.__dict__)

@@ -184,10 +184,13 @@ class BaseConfig:
         self.LOG_JSON = False
         self.READINESS_TIMEOUT_SECONDS = env_int("READINESS_TIMEOUT_SECONDS", 2)
         self.BACKGROUND_THREADS = env_int("BACKGROUND_THREADS", 4)
-        # A token's last_used_at is written at most this often (see accounts).
+        # A token's last_used_at is written at most this often, and a token
+        # verified by a process is trusted by it this long (so a revocation
+        # takes up to that long to reach every process; see accounts).
         self.TOKEN_LAST_USED_RESOLUTION_SECONDS = env_int(
             "TOKEN_LAST_USED_RESOLUTION_SECONDS", 60
         )
+        self.TOKEN_CACHE_SECONDS = env_int("TOKEN_CACHE_SECONDS", 5)
         # Reverse proxies in front of the app (nginx is one). Forwarded
         # headers are trusted from exactly this many hops, never more.
         self.PROXY_HOPS = env_int("PROXY_HOPS", self.default_proxy_hops())
@@ -271,6 +274,8 @@ class TestingConfig(BaseConfig):
         # same problem+json 500 a client would.
         self.PROPAGATE_EXCEPTIONS = False
         self.SECRET_KEY = "testing-only-not-secret"  # noqa: S105
+        # Revocations take effect at once in tests; test_auth turns it on.
+        self.TOKEN_CACHE_SECONDS = 0
 
     def default_database_url(self) -> str:
         return "sqlite:///testing.db"

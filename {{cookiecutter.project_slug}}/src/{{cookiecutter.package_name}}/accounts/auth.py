@@ -28,6 +28,7 @@ from .services import Identity, Scope
 F = TypeVar("F", bound=Callable[..., Any])
 
 auth = HTTPTokenAuth(scheme="Bearer")
+VERIFIED_TOKENS = "verified_tokens"
 
 
 def require(scope: Scope) -> Callable[[F], F]:
@@ -59,13 +60,19 @@ def identify() -> Identity | None:
 
 
 def _authenticate(secret: str) -> Identity | None:
-    identity = services.authenticate(
-        secret,
-        now=utcnow(),
-        last_used_resolution=timedelta(
-            seconds=current_app.config["TOKEN_LAST_USED_RESOLUTION_SECONDS"]
-        ),
-    )
+    now = utcnow()
+    verified: services.VerifiedTokens = current_app.extensions[VERIFIED_TOKENS]
+    identity = verified.get(secret, now)
+    if identity is None:
+        identity = services.authenticate(
+            secret,
+            now=now,
+            last_used_resolution=timedelta(
+                seconds=current_app.config["TOKEN_LAST_USED_RESOLUTION_SECONDS"]
+            ),
+        )
+        if identity is not None:
+            verified.put(secret, identity)
     if identity is not None:
         g.identity_log_token = logs.identity_var.set(
             (str(identity.account_id), str(identity.token_id))
@@ -108,5 +115,8 @@ def _forget_identity(_exc: BaseException | None) -> None:
 
 
 def init_app(app: Flask) -> None:
+    app.extensions[VERIFIED_TOKENS] = services.VerifiedTokens(
+        app.config["TOKEN_CACHE_SECONDS"]
+    )
     app.teardown_request(_forget_identity)
     cli.init_app(app)

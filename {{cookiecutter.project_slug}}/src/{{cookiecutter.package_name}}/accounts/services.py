@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ class Identity:
     account_id: int
     token_id: uuid.UUID
     scopes: frozenset[str]
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ TOKEN_LOOKUP = select(
     ApiToken.id,
     ApiToken.account_id,
     ApiToken.scopes,
+    ApiToken.expires_at,
     ApiToken.last_used_at,
 ).where(
     ApiToken.token_hash == bindparam("digest"),
@@ -137,12 +140,53 @@ def authenticate(
     )
     if row is None:
         return None
-    token_id, account_id, scopes, last_used_at = row
+    token_id, account_id, scopes, expires_at, last_used_at = row
     if last_used_at is None or now - last_used_at >= last_used_resolution:
         db.session.execute(
             update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
         )
         db.session.commit()
     return Identity(
-        account_id=account_id, token_id=token_id, scopes=frozenset(scopes.split())
+        account_id=account_id,
+        token_id=token_id,
+        scopes=frozenset(scopes.split()),
+        expires_at=expires_at,
     )
+
+
+class VerifiedTokens:
+    """Identities of tokens this process verified in the last ``seconds``.
+
+    A hit skips the database: the lookup is a large share of a small
+    request's cost. The price is that revoking a token takes up to
+    ``seconds`` to reach every process (expiry is still checked on every
+    hit). Only valid tokens are kept, so guesses cannot fill it; it is
+    emptied when it reaches ``max_entries``. ``seconds=0`` keeps nothing.
+    """
+
+    def __init__(self, seconds: float, max_entries: int = 10_000) -> None:
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Identity]] = {}
+
+    def get(self, secret: str, now: datetime) -> Identity | None:
+        entry = self._entries.get(tokens.digest(secret))
+        if entry is None:
+            return None
+        kept_until, identity = entry
+        expired = identity.expires_at is not None and identity.expires_at <= now
+        if expired or time.monotonic() >= kept_until:
+            self._entries.pop(tokens.digest(secret), None)
+            return None
+        return identity
+
+    def put(self, secret: str, identity: Identity) -> None:
+        if self.seconds <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        # Keyed by digest: no token lingers in memory past its request.
+        self._entries[tokens.digest(secret)] = (
+            time.monotonic() + self.seconds,
+            identity,
+        )
