@@ -69,6 +69,9 @@ def production_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         # The Celery broker, and where rate limits are counted.
         "REDIS_URL": f"redis://:{password}@redis.internal:6379/0",
         "EXPORT_DIR": "/srv/app/exports",
+{%- else %}
+        # Rate limits are counted in each process's memory: exact with one.
+        "GUNICORN_WORKERS": "1",
 {%- endif %}
     }
     for name, value in env.items():
@@ -325,6 +328,7 @@ def test_exports_nginx_cannot_serve_are_a_warning(
 def test_rate_limits_in_memory_with_several_workers_are_a_warning(
     production_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("GUNICORN_WORKERS", raising=False)
     monkeypatch.setenv("FLASK_RATELIMIT_STORAGE_URI", "memory://")
     result = check()
     assert_only(result, [("WARNING", "FLASK_RATELIMIT_STORAGE_URI")])
