@@ -150,6 +150,11 @@ def test_each_account_exports_only_its_own_events(seeded_app: Flask) -> None:
         ("owner_id=1", "owner_id"),
         ("kind=Bad Kind", "kind"),
         ("format=xml", "format"),
+        ("kind=a%00b", "kind"),
+        ("since=2026-01-01T00:00:00Z%00", "since"),
+        ("since=9999-12-31T23:59:59-23:59", "since"),
+        ("until=0001-01-01T00:00:00%2B14:00", "until"),
+        ("until=0999-12-31T23:59:59Z", "until"),
     ],
 )
 @pytest.mark.parametrize("extension", ["csv", "ndjson"])
