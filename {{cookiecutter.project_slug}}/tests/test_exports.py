@@ -378,3 +378,51 @@ def test_csv_exports_neutralize_formulas_in_free_text(
     records = [json.loads(line) for line in ndjson.splitlines()]
     assert [record["payload"] for record in records] == FORMULA_PAYLOADS
     assert records[0]["kind"] == "-k"
+
+
+def failing_after_first_chunk(owner_id: int, filters: object) -> Iterator[bytes]:
+    yield b"id,owner_id\n"
+    raise RuntimeError("the database went away mid-export")
+
+
+@pytest.mark.parametrize("extension", ["csv", "ndjson"])
+def test_an_export_failing_mid_stream_ends_incomplete_and_is_logged(
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    extension: str,
+) -> None:
+    """After the first byte no error response is possible: the server must
+    drop the connection without the terminating chunk, so the client knows
+    the file is incomplete, and the failure is logged with the request id."""
+    app = make_app()
+    monkeypatch.setattr(export, f"{extension}_chunks", failing_after_first_chunk)
+    token = issue_token(app)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    received = b""
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_port)) as client:
+            # A keep-alive request: only an aborted connection ends the read.
+            client.settimeout(10)
+            client.sendall(
+                f"GET /api/events/export.{extension} HTTP/1.1\r\n"
+                f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+                "X-Request-ID: mid-stream-failure\r\n\r\n".encode()
+            )
+            while data := client.recv(65536):
+                received += data
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert body.startswith(b"c\r\nid,owner_id\n\r\n")
+    assert not body.endswith(b"0\r\n\r\n"), "a truncated file looked complete"
+    failures = [r for r in caplog.records if r.name.endswith(".events.routes")]
+    assert len(failures) == 1
+    assert getattr(failures[0], "request_id", None) == "mid-stream-failure"
+    assert failures[0].exc_info is not None
+    assert "went away" in str(failures[0].exc_info[1])
