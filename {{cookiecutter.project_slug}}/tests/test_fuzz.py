@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 FUZZ = settings(
@@ -65,7 +65,9 @@ json_values = st.recursive(
 bodies = st.fixed_dictionaries(
     {"kind": st.just("k") | json_values, "amount": st.just("1.00") | json_values},
     optional={
-        "payload": st.text(max_size=20) | json_values,
+        "payload": st.sampled_from(["\x00", "a\x00b"])
+        | st.text(max_size=20)
+        | json_values,
         "occurred_at": instants | json_values,
     },
 ) | st.dictionaries(
@@ -86,6 +88,10 @@ def assert_handled(response: Any) -> None:
 
 @FUZZ
 @given(body=bodies)
+# The inputs that were 500s once, always among the examples.
+@example(body={"kind": "k", "amount": "1.00", "payload": "a\x00b"})
+@example(body={"kind": "k", "amount": "1", "occurred_at": "9999-12-31T23:59:59-23:59"})
+@example(body={"kind": "k", "amount": "1", "occurred_at": "0001-01-01T00:00:00+14:00"})
 def test_create_never_fails_on_a_json_object(
     client: FlaskClient, body: dict[str, Any]
 ) -> None:
@@ -107,6 +113,9 @@ def test_create_never_fails_on_any_bytes(client: FlaskClient, data: bytes) -> No
 )
 @FUZZ
 @given(query=queries)
+@example(query={"kind": "a\x00"})
+@example(query={"since": "9999-12-31T23:59:59-23:59"})
+@example(query={"until": "0001-01-01T00:00:00+14:00"})
 def test_reads_never_fail_on_a_query_string(
     client: FlaskClient, path: str, query: dict[str, str]
 ) -> None:
