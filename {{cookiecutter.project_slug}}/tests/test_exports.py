@@ -424,5 +424,6 @@ def test_an_export_failing_mid_stream_ends_incomplete_and_is_logged(
     failures = [r for r in caplog.records if r.name.endswith(".events.routes")]
     assert len(failures) == 1
     assert getattr(failures[0], "request_id", None) == "mid-stream-failure"
+    assert getattr(failures[0], "account_id", None) == str(account_id(app))
     assert failures[0].exc_info is not None
     assert "went away" in str(failures[0].exc_info[1])

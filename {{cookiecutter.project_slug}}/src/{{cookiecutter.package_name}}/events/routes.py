@@ -25,7 +25,7 @@ from flask.typing import ResponseReturnValue
 from ..accounts import Scope, current_identity, require
 from ..http.problems import APIError
 from ..http.validation import parse
-from ..logs import request_id_var
+from ..logs import identity_var, request_id_var
 from ..sqltypes import utcnow
 from . import export, services
 from .pagination import Cursor
@@ -70,10 +70,13 @@ def index() -> ResponseReturnValue:
 
 
 def failing_loudly(
-    chunks: Iterator[bytes], request_id: str, filename: str
+    chunks: Iterator[bytes],
+    filename: str,
+    request_id: str,
+    identity: tuple[str, str],
 ) -> Iterator[bytes]:
     """``chunks``, with a failure after the first byte logged once, with the
-    request's id, and then re-raised.
+    request's id and caller, and then re-raised.
 
     The status line and headers are gone by then, so no error response is
     possible; re-raising is what makes the WSGI server (gunicorn, werkzeug)
@@ -85,13 +88,14 @@ def failing_loudly(
         # ``chunks`` too, which returns its connection.
         yield from chunks
     except Exception:
-        # Bound here too: the response may be iterated after the request's
-        # teardown, outside the context the id was bound in.
-        token = request_id_var.set(request_id)
+        # Bound again (the view's, passed in): the response may be iterated
+        # after the request's teardown has unbound them.
+        tokens = request_id_var.set(request_id), identity_var.set(identity)
         try:
             log.exception("export %s failed mid-stream; connection aborted", filename)
         finally:
-            request_id_var.reset(token)
+            request_id_var.reset(tokens[0])
+            identity_var.reset(tokens[1])
         raise
 
 
@@ -101,9 +105,10 @@ def streaming_download(
     """A download streamed as it is produced, through nginx unbuffered."""
     filename = f"events-{utcnow():%Y%m%dT%H%M%SZ}.{extension}"
     request_id = g.get("request_id") or request_id_var.get()
+    chunks = failing_loudly(chunks, filename, request_id, identity_var.get())
     # The generator keeps the request context until it ends or is closed.
     response = current_app.response_class(
-        stream_with_context(failing_loudly(chunks, request_id, filename)),
+        stream_with_context(chunks),
         mimetype=mimetype,
     )
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
