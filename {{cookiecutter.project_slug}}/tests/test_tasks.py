@@ -440,3 +440,17 @@ def test_bad_export_requests_are_400(
     response = client.post("/api/exports", json=body)
     assert response.status_code == 400
     assert field in problem_of(response)["errors"]
+
+
+def test_background_csv_export_neutralizes_formulas(worker_app: Flask) -> None:
+    """The worker writes the same chunks as the streamed export, formula
+    neutralization included."""
+    client = worker_app.test_client()
+    body = {"kind": "sale", "amount": "-1.00", "payload": "=1+2"}
+    assert client.post("/api/events", json=body).status_code == 201
+    done = run_export(worker_app, {"format": "csv"})
+    assert done["status"] == "succeeded", done
+    exported = Path(worker_app.config["EXPORT_DIR"]) / done["result"]["filename"]
+    written = exported.read_bytes()
+    assert written == client.get("/api/events/export.csv").data
+    assert b",sale,-1.00,'=1+2," in written

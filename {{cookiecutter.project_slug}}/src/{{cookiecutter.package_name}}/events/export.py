@@ -12,6 +12,15 @@ Python makes no UUID, Decimal or datetime object per row. On PostgreSQL, CSV
 comes straight from ``COPY ... TO STDOUT`` of that query, so Python only
 forwards bytes; every other case writes the query's rows with ``csv`` or
 ``json``. Either way a file is the same bytes whatever the database.
+
+CSV files are opened by spreadsheets, which run a cell starting with ``=``,
+``+``, ``-``, ``@``, a tab or a carriage return as a formula (OWASP's "CSV
+injection"). In CSV exports such a cell of a free-text column (``kind``,
+``payload``: ``SPREADSHEET_TEXT``) gets a leading single quote, which makes
+the spreadsheet show it as text; the database adds it in the same query
+(``_neutralized``), the Python path with ``_spreadsheet_safe``. Columns that
+are numbers, UUIDs or timestamps by construction are exempt, so a negative
+amount stays a number. NDJSON is not a spreadsheet format and is untouched.
 """
 
 from __future__ import annotations
@@ -23,7 +32,17 @@ from datetime import datetime
 from json.encoder import encode_basestring as json_string
 from typing import Any
 
-from sqlalchemy import Float, Select, String, cast, func, literal_column, select
+from sqlalchemy import (
+    Float,
+    Select,
+    String,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+)
 from sqlalchemy import type_coerce as as_type
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import ColumnElement
@@ -40,6 +59,11 @@ COPY_CHUNK_BYTES = 64 * 1024
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
 # The same format, spelled for PostgreSQL's to_char.
 PG_TIMESTAMP_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'
+# Free-text columns, and the first characters that make a spreadsheet read a
+# cell as a formula; such cells get FORMULA_ESCAPE in front in CSV files.
+SPREADSHEET_TEXT = frozenset({"kind", "payload"})
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_ESCAPE = "'"
 JSON_LINE = (
     '{"id":%s,"owner_id":%d,"kind":%s,"amount":%s,"payload":%s,'
     '"occurred_at":%s,"created_at":%s}\n'
@@ -90,6 +114,61 @@ def _csv_fields(row: Sequence[Any]) -> tuple[Any, ...]:
         _timestamp(occurred_at),
         _timestamp(created_at),
     )
+
+
+def _spreadsheet_safe(fields: Sequence[Any]) -> tuple[Any, ...]:
+    """A row of file fields with each formula-like cell of a free-text column
+    neutralized, as the database's ``_neutralized`` does."""
+    return tuple(
+        FORMULA_ESCAPE + value
+        if name in SPREADSHEET_TEXT
+        and isinstance(value, str)
+        and value.startswith(FORMULA_STARTS)
+        else value
+        for name, value in zip(COLUMNS, fields, strict=True)
+    )
+
+
+def _neutralized(column: Any) -> Any:
+    """``column`` with FORMULA_ESCAPE in front when it starts like a
+    formula: the SQL twin of ``_spreadsheet_safe``."""
+    first = func.substr(column, 1, 1)
+    escaped = literal(FORMULA_ESCAPE, String) + column
+    return case((first.in_(FORMULA_STARTS), escaped), else_=column)
+
+
+def _copy_quotes(value: Any) -> bool:
+    """Whether COPY quotes ``value`` where Python's csv module does not: a
+    carriage return (csv only quotes the line terminator, ``\\n``) or the
+    NULL marker ``\\N``."""
+    return isinstance(value, str) and ("\r" in value or value == "\\N")
+
+
+def _csv_line(fields: Sequence[Any]) -> str:
+    """The line COPY writes for ``fields``; for the rows ``_copy_quotes``."""
+    cells = []
+    for value in fields:
+        text = str(value)
+        if _copy_quotes(text) or any(c in text for c in ',"\n'):
+            text = '"' + text.replace('"', '""') + '"'
+        cells.append(text)
+    return ",".join(cells) + "\n"
+
+
+def _write_csv(writer: Any, buffer: io.StringIO, rows: Sequence[Any]) -> None:
+    """Write ``rows`` as COPY would onto the empty ``buffer`` (``writer``'s):
+    in one go, unless the text shows a row it would quote differently."""
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    if "\r" not in text and "\\N" not in text:
+        return
+    buffer.seek(0)
+    buffer.truncate()
+    for row in rows:
+        if any(map(_copy_quotes, row)):
+            buffer.write(_csv_line(row))
+        else:
+            writer.writerow(row)
 
 
 def _json_line(fields: Sequence[Any]) -> str:
@@ -151,16 +230,24 @@ def _sqlite_text(base: Any) -> list[Any]:
 TEXT_COLUMNS = {"postgresql": _postgresql_text, "sqlite": _sqlite_text}
 
 
-def _text_query(dialect: str, owner_id: int, filters: ExportFilters) -> Select[Any]:
+def _text_query(
+    dialect: str, owner_id: int, filters: ExportFilters, *, spreadsheet: bool
+) -> Select[Any]:
     """The export query with every column already as the file writes it,
-    formatted by the database ``dialect`` (a key of ``TEXT_COLUMNS``)."""
+    formatted by the database ``dialect`` (a key of ``TEXT_COLUMNS``); for a
+    ``spreadsheet`` (CSV), with formula-like free text neutralized."""
     base = export_query(owner_id, filters).subquery()
     columns = TEXT_COLUMNS[dialect](base)
+    if spreadsheet:
+        columns = [
+            _neutralized(column) if name in SPREADSHEET_TEXT else column
+            for name, column in zip(COLUMNS, columns, strict=True)
+        ]
     return select(*columns).order_by(base.c.created_at, base.c.id)
 
 
 def _copy_query(owner_id: int, filters: ExportFilters) -> Select[Any]:
-    return _text_query("postgresql", owner_id, filters)
+    return _text_query("postgresql", owner_id, filters, spreadsheet=True)
 
 
 def _copy_csv(
@@ -185,16 +272,23 @@ def _copy_csv(
 
 
 def _text_rows(
-    connection: Connection, owner_id: int, filters: ExportFilters
+    connection: Connection,
+    owner_id: int,
+    filters: ExportFilters,
+    *,
+    spreadsheet: bool,
 ) -> Iterator[Sequence[Any]]:
     """Batches of rows as the file writes them: formatted by the database
-    when it can, else by Python from typed values."""
+    when it can, else by Python from typed values. For a ``spreadsheet``
+    (CSV), formula-like free text is neutralized."""
     dialect = connection.dialect.name
     if dialect in TEXT_COLUMNS:
-        yield from _stream(connection, _text_query(dialect, owner_id, filters))
+        query = _text_query(dialect, owner_id, filters, spreadsheet=spreadsheet)
+        yield from _stream(connection, query)
         return
     for rows in _stream(connection, export_query(owner_id, filters)):
-        yield [_csv_fields(row) for row in rows]
+        fields = [_csv_fields(row) for row in rows]
+        yield [_spreadsheet_safe(row) for row in fields] if spreadsheet else fields
 
 
 def csv_chunks(owner_id: int, filters: ExportFilters) -> Iterator[bytes]:
@@ -207,15 +301,15 @@ def csv_chunks(owner_id: int, filters: ExportFilters) -> Iterator[bytes]:
         if connection.dialect.name == "postgresql":
             yield from _copy_csv(connection, owner_id, filters)
             return
-        for rows in _text_rows(connection, owner_id, filters):
+        for rows in _text_rows(connection, owner_id, filters, spreadsheet=True):
             buffer.seek(0)
             buffer.truncate()
-            writer.writerows(rows)
+            _write_csv(writer, buffer, rows)
             yield buffer.getvalue().encode()
 
 
 def ndjson_chunks(owner_id: int, filters: ExportFilters) -> Iterator[bytes]:
     """``owner_id``'s events, one JSON object per line, one chunk per batch."""
     with db.engine.connect() as connection:
-        for rows in _text_rows(connection, owner_id, filters):
+        for rows in _text_rows(connection, owner_id, filters, spreadsheet=False):
             yield "".join(map(_json_line, rows)).encode()

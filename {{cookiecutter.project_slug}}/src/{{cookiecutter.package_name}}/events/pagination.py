@@ -14,6 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..http.problems import APIError
+from .schemas import in_range
+
+
+def _in_range(value: datetime) -> bool:
+    try:
+        in_range(value)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,7 @@ class Cursor:
             raise APIError(
                 400, "The cursor is invalid.", errors={"cursor": ["invalid cursor"]}
             ) from None
-        if cursor.created_at.tzinfo is None:
+        if cursor.created_at.tzinfo is None or not _in_range(cursor.created_at):
             raise APIError(
                 400, "The cursor is invalid.", errors={"cursor": ["invalid cursor"]}
             )

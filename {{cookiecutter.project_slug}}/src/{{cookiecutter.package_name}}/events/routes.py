@@ -7,6 +7,7 @@ exactly as an unknown one does.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 
@@ -14,6 +15,7 @@ from flask import (
     Blueprint,
     Response,
     current_app,
+    g,
     request,
     stream_with_context,
     url_for,
@@ -23,12 +25,14 @@ from flask.typing import ResponseReturnValue
 from ..accounts import Scope, current_identity, require
 from ..http.problems import APIError
 from ..http.validation import parse
+from ..logs import identity_var, request_id_var
 from ..sqltypes import utcnow
 from . import export, services
 from .pagination import Cursor
 from .schemas import EventCreate, EventQuery, ExportFilters
 
 bp = Blueprint("events", __name__, url_prefix="/api/events")
+log = logging.getLogger(__name__)
 
 
 @bp.post("")
@@ -65,14 +69,47 @@ def index() -> ResponseReturnValue:
     }
 
 
+def failing_loudly(
+    chunks: Iterator[bytes],
+    filename: str,
+    request_id: str,
+    identity: tuple[str, str],
+) -> Iterator[bytes]:
+    """``chunks``, with a failure after the first byte logged once, with the
+    request's id and caller, and then re-raised.
+
+    The status line and headers are gone by then, so no error response is
+    possible; re-raising is what makes the WSGI server (gunicorn, werkzeug)
+    drop the connection without the terminating zero-length chunk, so the
+    client sees an incomplete transfer, never a clean end of a truncated file.
+    """
+    try:
+        # yield from: closing this generator (the client went away) closes
+        # ``chunks`` too, which returns its connection.
+        yield from chunks
+    except Exception:
+        # Bound again (the view's, passed in): the response may be iterated
+        # after the request's teardown has unbound them.
+        tokens = request_id_var.set(request_id), identity_var.set(identity)
+        try:
+            log.exception("export %s failed mid-stream; connection aborted", filename)
+        finally:
+            request_id_var.reset(tokens[0])
+            identity_var.reset(tokens[1])
+        raise
+
+
 def streaming_download(
     chunks: Iterator[bytes], extension: str, mimetype: str
 ) -> Response:
     """A download streamed as it is produced, through nginx unbuffered."""
     filename = f"events-{utcnow():%Y%m%dT%H%M%SZ}.{extension}"
+    request_id = g.get("request_id") or request_id_var.get()
+    chunks = failing_loudly(chunks, filename, request_id, identity_var.get())
     # The generator keeps the request context until it ends or is closed.
     response = current_app.response_class(
-        stream_with_context(chunks), mimetype=mimetype
+        stream_with_context(chunks),
+        mimetype=mimetype,
     )
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["X-Accel-Buffering"] = "no"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -18,11 +19,33 @@ from pydantic import (
 from .models import AMOUNT_PRECISION, AMOUNT_SCALE, KIND_MAX_LENGTH
 
 MAX_PAGE_SIZE = 100
+# Instants clients may send, in UTC: four-digit years, which every layer
+# holds and writes alike (Python's datetime, PostgreSQL, SQLite's text, the
+# exports' formats). Anything outside, or an offset that pushes a time past
+# year 9999 or before year 1000, is a 400, not an overflow in storage.
+EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 Kind = Annotated[
     str,
     Field(min_length=1, max_length=KIND_MAX_LENGTH, pattern=r"^[a-z0-9][a-z0-9_.-]*$"),
 ]
+
+
+def in_range(value: datetime) -> datetime:
+    """``value`` in UTC, if it lies between ``EARLIEST`` and ``LATEST``."""
+    try:
+        utc = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise ValueError(
+            f"must lie between {EARLIEST.isoformat()} and {LATEST.isoformat()} in UTC"
+        )
+    return utc
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(in_range)]
 
 
 class EventCreate(BaseModel):
@@ -40,7 +63,7 @@ class EventCreate(BaseModel):
         ),
     ]
     payload: Annotated[str, Field(max_length=10_000)] = ""
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Instant | None = None
 
 
 class EventQuery(BaseModel):
@@ -58,8 +81,8 @@ class ExportFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Instant | None = None
+    until: Instant | None = None
     kind: Kind | None = None
 
     @field_validator("until")

@@ -39,4 +39,9 @@ class JSONProvider(DefaultJSONProvider):
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         # Numbers with a fraction arrive as Decimal: 19.99 stays 19.99.
         kwargs.setdefault("parse_float", Decimal)
-        return json.loads(s, **kwargs)
+        try:
+            return json.loads(s, **kwargs)
+        except RecursionError:
+            # Nesting deeper than the parser's stack: a ValueError is what
+            # Flask turns into a 400 for a body it cannot decode.
+            raise ValueError("JSON nested too deeply") from None

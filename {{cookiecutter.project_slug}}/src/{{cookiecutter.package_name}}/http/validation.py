@@ -1,4 +1,10 @@
-"""Validation of client input with pydantic, failing as a 400 problem."""
+"""Validation of client input with pydantic, failing as a 400 problem.
+
+Before any model sees the input, every string in it (values and keys, at any
+depth) is checked for NUL characters: PostgreSQL cannot store them, so they
+are refused here, on every database alike, as a field error. Input nested
+deeper than ``MAX_DEPTH`` is refused too.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,11 @@ from .problems import APIError
 
 M = TypeVar("M", bound=BaseModel)
 
+# Deeper than any valid body (the deepest, an export request, is two levels);
+# the walk below is iterative, so this is a limit on work, not on the stack.
+MAX_DEPTH = 32
+NUL_MESSAGE = "must not contain NUL characters (\\u0000)"
+
 
 def field_errors(error: ValidationError) -> dict[str, list[str]]:
     """Pydantic's error list as ``{"field": ["message", ...]}``."""
@@ -20,10 +31,38 @@ def field_errors(error: ValidationError) -> dict[str, list[str]]:
     return errors
 
 
+def nul_errors(data: Any, what: str) -> dict[str, list[str]]:
+    """``{"field": [NUL_MESSAGE]}`` for each string in ``data`` with a NUL;
+    raises a 400 if ``data`` is nested deeper than ``MAX_DEPTH``."""
+    errors: dict[str, list[str]] = {}
+    pending: list[tuple[tuple[str, ...], Any]] = [((), data)]
+    while pending:
+        path, value = pending.pop()
+        if len(path) > MAX_DEPTH:
+            raise APIError(400, f"The request {what} is nested too deeply.")
+        if isinstance(value, str):
+            if "\x00" in value:
+                errors[".".join(path) or what] = [NUL_MESSAGE]
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = str(key)
+                if "\x00" in name:
+                    # The key itself cannot be echoed back usefully.
+                    errors[".".join(path) or what] = [NUL_MESSAGE]
+                    continue
+                pending.append(((*path, name), item))
+        elif isinstance(value, list):
+            pending.extend(((*path, str(n)), item) for n, item in enumerate(value))
+    return errors
+
+
 def parse(model: type[M], data: Any, what: str = "body") -> M:
     """Validate ``data`` or raise a 400 that lists every bad field."""
     if what == "body" and not isinstance(data, dict):
         raise APIError(400, "The request body must be a JSON object.")
+    errors = nul_errors(data, what)
+    if errors:
+        raise APIError(400, f"The request {what} is invalid.", errors=errors)
     try:
         return model.model_validate(data)
     except ValidationError as error:
