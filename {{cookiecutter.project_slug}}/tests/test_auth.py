@@ -84,6 +84,16 @@ def test_health_probes_stay_open(app: Flask) -> None:
     assert anonymous.get("/readyz").status_code == 200
 
 
+def stored(app: Flask, secret: str) -> ApiToken:
+    """The database row of ``secret``, detached: its columns stay readable."""
+    with app.app_context():
+        token = db.session.scalars(
+            select(ApiToken).where(ApiToken.token_hash == tokens.digest(secret))
+        ).one()
+        db.session.expunge(token)
+        return token
+
+
 def _expired(app: Flask) -> str:
     secret = issue_token(app, "expiring")
     with app.app_context():
@@ -98,10 +108,8 @@ def _expired(app: Flask) -> str:
 
 def _revoked(app: Flask) -> str:
     secret = issue_token(app, "revoking")
+    token_id = stored(app, secret).id
     with app.app_context():
-        token_id = db.session.scalar(
-            select(ApiToken.id).where(ApiToken.token_hash == tokens.digest(secret))
-        )
         assert services.revoke_token(token_id)
     return secret
 
@@ -157,12 +165,7 @@ def test_last_used_is_recorded_without_a_write_per_request(
     client = app.test_client(token=secret)
 
     def last_used() -> object:
-        with app.app_context():
-            return db.session.scalar(
-                select(ApiToken.last_used_at).where(
-                    ApiToken.token_hash == tokens.digest(secret)
-                )
-            )
+        return stored(app, secret).last_used_at
 
     assert last_used() is None
     assert client.get("/api/events").status_code == 200
@@ -187,10 +190,7 @@ def test_log_lines_carry_the_caller_and_never_the_token(
     with caplog.at_level(logging.INFO):
         assert client.get("/api/log-probe").status_code == 200
     record = next(r for r in caplog.records if r.name == "probe")
-    with app.app_context():
-        token = db.session.scalars(
-            select(ApiToken).where(ApiToken.token_hash == tokens.digest(secret))
-        ).one()
+    token = stored(app, secret)
     assert record.account_id == str(token.account_id)
     assert record.token_id == str(token.id)
     assert all(secret not in r.getMessage() for r in caplog.records)
@@ -304,10 +304,7 @@ def test_sentry_events_name_the_caller_and_never_the_token(
     assert response.status_code == 500
     sentry_sdk.flush()
     (event,) = sentry_transport.events()
-    with app.app_context():
-        token = db.session.scalars(
-            select(ApiToken).where(ApiToken.token_hash == tokens.digest(secret))
-        ).one()
+    token = stored(app, secret)
     assert event["tags"]["account_id"] == str(token.account_id)
     assert event["tags"]["token_id"] == str(token.id)
     sent = json.dumps(event, default=str)
@@ -322,10 +319,8 @@ def test_a_verified_token_is_trusted_for_the_cache_time_then_looked_up(
     secret = issue_token(app)
     client = app.test_client(token=secret)
     assert client.get("/api/events").status_code == 200
+    token_id = stored(app, secret).id
     with app.app_context():
-        token_id = db.session.scalar(
-            select(ApiToken.id).where(ApiToken.token_hash == tokens.digest(secret))
-        )
         services.revoke_token(token_id)
     # Within the cache time this process still trusts it ...
     assert client.get("/api/events").status_code == 200
