@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from conftest import require_service
-from nginx_support import CONF, free_port, mime_types, render_for_prefix, require_nginx
+from nginx_support import free_port, render_for_prefix, require_nginx
 from process_support import Service, background
 from template_support import bake_into, clean_env, defaults, require_python, run
 
@@ -168,10 +168,7 @@ def test_web_and_nginx_healthchecks_pass_on_the_image_command(
     # nginx's workers run as `nobody`; pytest's tree is private (0700).
     prefix = Path(tempfile.mkdtemp(prefix="commands-nginx-"))
     prefix.chmod(0o755)
-    conf = prefix / "nginx.conf"
-    shutil.copy(mime_types(nginx), prefix / "mime.types")
-    shipped = (project / CONF).read_text(encoding="utf-8")
-    conf.write_text(render_for_prefix(shipped, prefix, nginx_port, web_port), "utf-8")
+    conf = render_for_prefix(project, prefix, nginx_port, web_port, nginx)
 
     web_check = [
         part.replace("127.0.0.1:8000", f"127.0.0.1:{web_port}")

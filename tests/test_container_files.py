@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nginx_support import CONF, EXPORTS, UPSTREAM
+from nginx_support import CONF, EXPORTS, SNIPPETS, TLS_CONF, UPSTREAM, shipped_text
 from template_support import bake_into, choice_options, run
 
 OPTIONS = choice_options()
@@ -27,6 +27,8 @@ COMPOSE = Path("compose.yaml")
 COMPOSE_DEV = Path("compose.override.yaml")
 COMPOSE_PROD = Path("deploy") / "compose.prod.yaml"
 COMPOSE_FILES = (COMPOSE, COMPOSE_DEV, COMPOSE_PROD)
+# nginx terminating TLS on public ports, on top of the production-like run.
+COMPOSE_TLS = Path("deploy") / "compose.tls.yaml"
 DOCKERFILE = Path("deploy") / "docker" / "Dockerfile"
 GUNICORN_CONF = Path("deploy") / "gunicorn.conf.py"
 EXPORT_DIR = "/srv/app/exports"
@@ -81,7 +83,7 @@ def test_compose_files_follow_the_compose_spec(
         "check_jsonschema",
         "--builtin-schema",
         "vendor.compose-spec",
-        *map(str, COMPOSE_FILES),
+        *map(str, (*COMPOSE_FILES, COMPOSE_TLS)),
     ]
     result = run(command, cwd=project, timeout=120)
     assert result.returncode == 0, result.stdout
@@ -95,7 +97,7 @@ def test_services_follow_the_options(stack_bake: tuple[Path, dict[str, str]]) ->
     expected |= {"postgres"} if postgres else set()
     expected |= {"worker", "beat", "redis"} if celery else set()
     assert set(services(project)) == expected
-    for path in (COMPOSE_DEV, COMPOSE_PROD):
+    for path in (COMPOSE_DEV, COMPOSE_PROD, COMPOSE_TLS):
         assert set(services(project, path)) <= expected, path
     environment = services(project)["web"]["environment"]
     assert environment["DATABASE_URL"].startswith(
@@ -184,9 +186,9 @@ def test_app_services_read_env_and_share_the_export_volume(
         assert f"exports:{EXPORT_DIR}" in stack[name]["volumes"], name
     assert f"exports:{EXPORT_DIR}:ro" in stack["nginx"]["volumes"]
     # ...which is where nginx serves /_exports/ from and the app writes to.
-    nginx_conf = (project / CONF).read_text(encoding="utf-8")
     assert f"alias {EXPORT_DIR}/;" == EXPORTS
-    assert EXPORTS in nginx_conf
+    # Only background exports (Celery) are downloaded through nginx.
+    assert (EXPORTS in shipped_text(project)) == (answers["use_celery"] == "y")
     assert f"EXPORT_DIR={EXPORT_DIR}" in (project / DOCKERFILE).read_text("utf-8")
 
 
@@ -199,10 +201,11 @@ def test_nginx_runs_the_shipped_config_beside_web(
     nginx = services(project)["nginx"]
     assert nginx["network_mode"] == "service:web"
     assert f"./{CONF.as_posix()}:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
+    assert f"./{SNIPPETS.as_posix()}:/etc/nginx/snippets:ro" in nginx["volumes"]
     assert "ports" not in nginx  # published on web, whose network it uses
     assert "127.0.0.1:8080:80" in services(project)["web"]["ports"]
     assert UPSTREAM == "server 127.0.0.1:8000;"
-    assert UPSTREAM in (project / CONF).read_text(encoding="utf-8")
+    assert UPSTREAM in shipped_text(project)
     assert "0.0.0.0:8000" in dockerfile_env(project)["GUNICORN_BIND"]
     dev_command = services(project, COMPOSE_DEV)["web"]["command"]
     assert dev_command[dev_command.index("--port") + 1] == "8000"
@@ -240,6 +243,26 @@ def test_production_runs_the_image_without_mounts(
     ]
     # Only nginx, sharing web's network, reaches gunicorn.
     assert prod["web"]["environment"]["GUNICORN_BIND"] == "127.0.0.1:8000"
+
+
+def test_tls_overlay_runs_the_tls_config_on_public_ports(
+    stack_bake: tuple[Path, dict[str, str]],
+) -> None:
+    """deploy/compose.tls.yaml swaps nginx's main config for nginx-tls.conf
+    (same mount point, so it replaces compose.yaml's), mounts the
+    certificates where nginx-tls.conf reads them, and publishes 80 and 443
+    for everyone; its healthcheck goes through HTTPS."""
+    project, _ = stack_bake
+    tls = services(project, COMPOSE_TLS)
+    volumes = tls["nginx"]["volumes"]
+    assert f"./{TLS_CONF.as_posix()}:/etc/nginx/nginx.conf:ro" in volumes
+    assert "${TLS_CERT_DIR:-./deploy/tls}:/etc/nginx/tls:ro" in volumes
+    conf = (project / TLS_CONF).read_text(encoding="utf-8")
+    assert "ssl_certificate /etc/nginx/tls/fullchain.pem;" in conf
+    assert "ssl_certificate_key /etc/nginx/tls/privkey.pem;" in conf
+    assert tls["web"]["ports"] == ["80:80", "443:443"]
+    assert "https://127.0.0.1/healthz" in tls["nginx"]["healthcheck"]["test"]
+    assert "deploy/tls/" in (project / ".gitignore").read_text(encoding="utf-8")
 
 
 # --- Dockerfile ----------------------------------------------------------------

@@ -46,9 +46,9 @@ from psycopg import sql
 
 from conftest import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, require_service
 from nginx_support import (
-    CONF,
+    exchange,
     free_port,
-    mime_types,
+    get,
     render_for_prefix,
     require_nginx,
 )
@@ -65,6 +65,12 @@ REDIS_PORT = 6379
 SEED_ROWS = 50_000
 BOB_ROWS = 1_234
 ACCOUNTS = ("alice", "bob")
+# carol's export is for stalled readers only: large enough (BULK_ROWS of
+# 1 KB, about 100 MB as CSV) that the socket buffers between gunicorn and a
+# client that stops reading cannot take all of it (loopback buffers grow to
+# tens of MB), so a stalled stream really holds its gunicorn thread.
+STALLED = "carol"
+BULK_ROWS = 100_000
 PAGE_SIZE = 100  # the list's largest page
 EXPORT_COLUMNS = [
     "id",
@@ -78,6 +84,24 @@ EXPORT_COLUMNS = [
 # What the app and nginx accept as a client's X-Request-ID.
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 STARTUP_SECONDS = 60
+# An event id no account has.
+UNKNOWN = str(uuid.UUID(int=0))
+
+
+# Sent on every answer through nginx, the app's and nginx's own alike
+# (test_nginx_config checks nginx's values against the app's).
+SECURITY_HEADERS = (
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "Referrer-Policy",
+    "Content-Security-Policy",
+    "Cross-Origin-Opener-Policy",
+    "Cross-Origin-Resource-Policy",
+)
+
+
+def security_headers(headers: http.client.HTTPMessage) -> dict[str, list[str]]:
+    return {name: headers.get_all(name) or [] for name in SECURITY_HEADERS}
 
 
 @dataclass
@@ -269,19 +293,7 @@ def stack(
         PYTHONUNBUFFERED="1",
     )
 
-    conf_dir = prefix / "conf"
-    conf_dir.mkdir(parents=True)
-    shutil.copy(mime_types(nginx), conf_dir / "mime.types")
-    conf = conf_dir / "nginx.conf"
-    conf.write_text(
-        render_for_prefix(
-            (project / CONF).read_text(encoding="utf-8"),
-            prefix,
-            nginx_port,
-            gunicorn_port,
-        ),
-        encoding="utf-8",
-    )
+    conf = render_for_prefix(project, prefix, nginx_port, gunicorn_port, nginx)
     (prefix / "exports").chmod(0o755)  # written by the worker, read by nginx
 
     with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
@@ -347,21 +359,33 @@ def stack(
                 logs,
             )
         )
-        # Seeded while the services start (they need only the schema), both
+        # Seeded while the services start (they need only the schema), two
         # accounts at once: CLI and service start-ups overlap.
         with ThreadPoolExecutor(max_workers=2) as pool:
             tokens = dict(
                 zip(
-                    ACCOUNTS,
+                    (*ACCOUNTS, STALLED),
                     pool.map(
                         lambda args: seed_account(flask, project, env, *args),
-                        [("alice", SEED_ROWS, 1), ("bob", BOB_ROWS, 2)],
+                        [
+                            ("alice", SEED_ROWS, 1),
+                            ("bob", BOB_ROWS, 2),
+                            (STALLED, 1, 3),
+                        ],
                     ),
                     strict=True,
                 )
             )
         with psycopg.connect(database_url) as connection:
             ids = dict(connection.execute("SELECT name, id FROM accounts").fetchall())
+            # Bulk rows straight in SQL: the CLI would take minutes for them.
+            connection.execute(
+                "INSERT INTO events"
+                " (id, owner_id, kind, amount, payload, occurred_at, created_at)"
+                " SELECT gen_random_uuid(), %s, 'bulk', 1, repeat('x', 1000),"
+                " now(), now() FROM generate_series(1, %s)",
+                (ids[STALLED], BULK_ROWS),
+            )
         for name, token in tokens.items():
             assert token.startswith(f"{package}_pat_"), token
             stack.accounts[name] = Account(name, ids[name], token)
@@ -630,6 +654,8 @@ def test_background_exports_are_served_by_nginx(stack: Stack) -> None:
     account cannot see the export, and a bad or borrowed signature is a 403
     problem, never the file."""
     jobs = finished_exports(stack)
+    expected = security_headers(stack.request("GET", "/healthz").headers)
+    assert all(len(values) == 1 for values in expected.values()), expected
     files: dict[str, bytes] = {}
     for name, job in jobs.items():
         owner_id = stack.accounts[name].id
@@ -654,6 +680,8 @@ def test_background_exports_are_served_by_nginx(stack: Stack) -> None:
         assert download.headers["Content-Type"].startswith("text/csv")
         assert download.headers["Content-Disposition"].startswith("attachment;")
         assert len(download.headers.get_all("X-Request-ID") or []) == 1
+        # nginx's answer, not the app's: the security headers all the same.
+        assert security_headers(download.headers) == expected, download.headers
 
         direct = stack.request("GET", f"/_exports/{result['filename']}")
         assert direct.status == 404, direct.body[:500]
@@ -805,4 +833,109 @@ def test_client_hanging_up_mid_stream_frees_the_connection(stack: Stack) -> None
         lambda: open_export_sessions(stack) == [],
         10,
         "no session idle in transaction or still copying",
+    )
+
+
+def test_requests_at_the_limits_are_never_gunicorns_html(stack: Stack) -> None:
+    """gunicorn refuses request lines, header lines and header counts past
+    its limits with its own HTML 400. nginx's limits are tighter: just
+    inside them, the request reaches the app (a problem+json from Flask);
+    just past them, nginx answers with its problem+json. Either way the
+    client sees the API's format and the security headers."""
+    expected = security_headers(stack.request("GET", "/healthz").headers)
+    assert all(len(values) == 1 for values in expected.values()), expected
+    token = stack.accounts["bob"].token
+    auth = f"Authorization: Bearer {token}\r\n".encode()
+    cases = {
+        # (request, status, answered by the app)
+        "long URI": (b"GET /" + b"a" * 4000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        "URI too long": (b"GET /" + b"a" * 4100 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        "long header": (
+            b"GET /api/events/"
+            + UNKNOWN.encode()
+            + b" HTTP/1.1\r\nHost: x\r\n"
+            + auth
+            + b"X-Big: "
+            + b"a" * 4000
+            + b"\r\n\r\n",
+            404,
+        ),
+        "header line too long": (
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4100 + b"\r\n\r\n",
+            431,
+        ),
+        # Past gunicorn's default of 100 header fields.
+        "many headers": (
+            b"GET /api/events/"
+            + UNKNOWN.encode()
+            + b" HTTP/1.1\r\nHost: x\r\n"
+            + auth
+            + b"".join(b"X-H%d: 1\r\n" % index for index in range(300))
+            + b"\r\n",
+            404,
+        ),
+        "header too large": (
+            b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-H: 1\r\n" * 3000 + b"\r\n",
+            431,
+        ),
+        "bad escape": (b"GET /api/events/%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    }
+    for case, (request, status) in cases.items():
+        answer = exchange(stack.port, request)
+        problem = answer.problem(status)
+        assert problem["title"], case
+        assert security_headers(answer.headers) == expected, case
+    # The app answered the ones within the limits: its detail, not nginx's.
+    answer = exchange(stack.port, cases["many headers"][0])
+    assert answer.problem(404)["detail"] == f"No event with id {UNKNOWN}."
+
+
+def test_stalled_export_readers_do_not_starve_the_service(stack: Stack) -> None:
+    """20 connections from one address ask for carol's CSV export (about
+    100 MB) and never read. nginx lets two of them stream (they hold a
+    gunicorn thread each, until send_timeout) and answers the rest 429 at
+    once, so /healthz and a small API request keep answering promptly: a
+    liveness bound, not a benchmark. The stalled connections are then
+    reset, and their exports end."""
+    carol = stack.accounts[STALLED]
+    request = get("/api/events/export.csv", {"Authorization": f"Bearer {carol.token}"})
+    stalled: list[socket.socket] = []
+    try:
+        for _ in range(20):
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.settimeout(30)
+            client.connect((stack.host, stack.port))
+            client.sendall(request)
+            stalled.append(client)
+        # Each stream nginx let through holds its database session (its
+        # transaction stays open until the generator ends), and with it
+        # the gunicorn thread that runs the generator.
+        wait_for(
+            lambda: len(open_export_sessions(stack)) == 2,
+            10,
+            "the two streamed exports holding their sessions",
+        )
+        for _ in range(3):
+            for path, account in (("/healthz", None), ("/api/events?limit=1", "bob")):
+                started = time.monotonic()
+                answer = stack.request("GET", path, timeout=10, as_account=account)
+                elapsed = time.monotonic() - started
+                assert answer.status == 200, (path, answer.status, answer.body[:300])
+                assert elapsed < 5, f"{path} took {elapsed:.1f}s"
+        # The stalls were real: both exports still wait for their readers.
+        assert len(open_export_sessions(stack)) == 2
+        statuses = sorted(client.recv(12).decode() for client in stalled)
+        assert statuses == ["HTTP/1.1 200"] * 2 + ["HTTP/1.1 429"] * 18, statuses
+    finally:
+        for client in stalled:
+            # SO_LINGER 0: close sends a reset, as a crashed client would.
+            client.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            client.close()
+    wait_for(
+        lambda: open_export_sessions(stack) == [],
+        20,
+        "the stalled exports ending once their clients are gone",
     )

@@ -420,6 +420,15 @@ workers = worker_count()
 threads = thread_count(worker_class)
 worker_connections = env_int("WORKER_CONNECTIONS", 1000, minimum=1)
 
+# nginx refuses oversized requests first, as problem+json
+# (deploy/nginx/snippets/http.conf: large_client_header_buffers 4 4k, a
+# request line or header line of at most 4 KiB, a whole header of at most
+# 16 KiB, so at most 5462 fields of 3 bytes). gunicorn's limits sit above
+# anything nginx passes on, so its own HTML 400 never reaches a client.
+limit_request_line = 8190  # gunicorn's largest
+limit_request_field_size = 8190
+limit_request_fields = 6000
+
 timeout = env_int("TIMEOUT", DEFAULT_TIMEOUT)
 graceful_timeout = env_int("GRACEFUL_TIMEOUT", DEFAULT_GRACEFUL_TIMEOUT)
 keepalive = env_int("KEEPALIVE", DEFAULT_KEEPALIVE)
