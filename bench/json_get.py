@@ -52,6 +52,7 @@ from typing import Any
 from stack import (
     BENCH,
     HOST,
+    WITHOUT_RATE_LIMIT,
     Stack,
     app_env,
     free_port,
@@ -59,7 +60,6 @@ from stack import (
     migrate_and_seed,
     print_table,
     summary,
-    without_rate_limit,
     workspace,
     write_result,
 )
@@ -177,7 +177,7 @@ def main() -> int:
                 upstream = free_port()
                 stack.gunicorn(f"gunicorn-{name}", settings, upstream)
                 ports[name], _ = stack.nginx(
-                    f"nginx-{name}", upstream, without_rate_limit
+                    f"nginx-{name}", upstream, WITHOUT_RATE_LIMIT
                 )
             anonymous = http_get(ports["app"], path)
             if anonymous[0] != 401:

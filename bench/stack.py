@@ -38,11 +38,8 @@ BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 sys.path.insert(0, str(ROOT / "tests"))
 from nginx_support import (  # noqa: E402
-    CONF,
     free_port,
-    mime_types,
     render_for_prefix,
-    replace_once,
 )
 from process_support import Service, start  # noqa: E402
 from template_support import clean_env, defaults, find_python  # noqa: E402
@@ -281,24 +278,18 @@ class Stack:
         self,
         name: str,
         upstream_port: int,
-        edit: Callable[[str], str] = lambda text: text,
+        swaps: dict[str, str] | None = None,
     ) -> tuple[int, Path]:
         """nginx with the shipped config rendered for a private prefix (made
-        world-searchable: nginx's workers read files as another user),
-        changed by ``edit``; returns its port and prefix."""
+        world-searchable: nginx's workers read files as another user), with
+        ``swaps`` replacing lines of it; returns its port and prefix."""
         prefix = self.workdir / name
         prefix.mkdir(parents=True, exist_ok=True)
         for directory in (self.workdir, prefix):
             directory.chmod(0o755)
         port = free_port()
-        conf_dir = prefix / "conf"
-        conf_dir.mkdir()
-        shutil.copy(mime_types(NGINX), conf_dir / "mime.types")
-        shipped = (self.project.path / CONF).read_text(encoding="utf-8")
-        conf = conf_dir / "nginx.conf"
-        conf.write_text(
-            edit(render_for_prefix(shipped, prefix, port, upstream_port)),
-            encoding="utf-8",
+        conf = render_for_prefix(
+            self.project.path, prefix, port, upstream_port, NGINX, swaps=swaps
         )
         command = [NGINX, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"]
         service = start(name, command, prefix, clean_env(), self.logs)
@@ -325,18 +316,13 @@ class Stack:
         self.services.clear()
 
 
-RATE_LIMIT_LINES = (
-    "            limit_req zone=api_rate burst=40 nodelay;\n",
-    "            limit_conn api_conn 20;\n",
-)
-
-
-def without_rate_limit(config: str) -> str:
-    """A rendered nginx config minus the /api/ rate and connection limits,
-    for load from one client address (it would measure the limiter)."""
-    for line in RATE_LIMIT_LINES:
-        config = replace_once(config, line, "")
-    return config
+# The /api/ location minus its rate and connection limits, for load from
+# one client address (it would measure the limiter).
+WITHOUT_RATE_LIMIT = {
+    "location /api/ {\n"
+    "    limit_req zone=api_rate burst=40 nodelay;\n"
+    "    limit_conn api_conn 20;\n": "location /api/ {\n",
+}
 
 
 def port_open(port: int) -> bool:

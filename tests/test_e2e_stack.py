@@ -14,6 +14,9 @@ the pieces agree with each other: request ids survive nginx, the 401/403
 problems and their WWW-Authenticate challenge reach the client, streamed
 exports arrive whole, X-Accel-Redirect downloads are consumed by nginx, and
 a client that hangs up mid-stream gives its database connection back.
+Requests at nginx's and gunicorn's limits are answered as problem+json
+with the security headers, never gunicorn's HTML; 20 stalled export readers
+(a third account, carol, with a large export) leave the service answering.
 """
 
 from __future__ import annotations
