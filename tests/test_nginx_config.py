@@ -374,9 +374,9 @@ def stand_in(project: Path) -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def proxy(project: Path, stand_in: int) -> Iterator[int]:
+def proxy_prefix(project: Path, stand_in: int) -> Iterator[tuple[int, Path]]:
     """nginx.conf as shipped in front of the stand-in (proxy_read_timeout
-    cut to 1s, for the 504); yields nginx's port."""
+    cut to 1s, for the 504); yields nginx's port and prefix."""
     nginx = require_nginx()
     # nginx run by root serves files as `nobody`, and pytest's temporary
     # tree is private (0700): a world-searchable prefix of its own.
@@ -393,9 +393,14 @@ def proxy(project: Path, stand_in: int) -> Iterator[int]:
     )
     try:
         with running_nginx(nginx, conf, prefix, port):
-            yield port
+            yield port, prefix
     finally:
         shutil.rmtree(prefix, ignore_errors=True)
+
+
+@pytest.fixture
+def proxy(proxy_prefix: tuple[int, Path]) -> int:
+    return proxy_prefix[0]
 
 
 def assert_security_headers(answer: Answer, project: Path) -> None:
@@ -481,6 +486,34 @@ def test_apps_problems_pass_through_untouched(
         assert answer.headers["Allow"] == "GET, HEAD"
 
 
+def test_streamed_exports_are_limited_per_address(
+    proxy_prefix: tuple[int, Path], project: Path
+) -> None:
+    """Two streamed exports at a time per address: a third is a 429 problem
+    at once, from the connection limit (not the rate limit), while the
+    other two still stream and the rest of the API still answers."""
+    proxy, prefix = proxy_prefix
+    error_log = prefix / "logs" / "error.log"
+    refusals = 'limiting connections by zone "export_conn"'
+    before = error_log.read_text(encoding="utf-8").count(refusals)
+    streams = []
+    try:
+        for path in ("/api/events/export.csv", "/api/events/export.ndjson"):
+            stream = socket.create_connection(("127.0.0.1", proxy), timeout=10)
+            streams.append(stream)
+            stream.sendall(get(path))
+            assert stream.recv(4096).startswith(b"HTTP/1.1 200"), path
+        third = exchange(proxy, get("/api/events/export.csv"))
+        third.problem(429)
+        assert error_log.read_text(encoding="utf-8").count(refusals) == before + 1
+        assert_security_headers(third, project)
+        assert exchange(proxy, get("/api/events")).status == 200
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+# After the tests above: it spends /api/'s burst for a while.
 def test_rate_limit_is_a_429_problem_with_retry_after(
     proxy: int, project: Path
 ) -> None:
@@ -495,26 +528,6 @@ def test_rate_limit_is_a_429_problem_with_retry_after(
     refused[0].problem(429)
     assert refused[0].headers["Retry-After"] == "1"
     assert_security_headers(refused[0], project)
-
-
-def test_streamed_exports_are_limited_per_address(proxy: int, project: Path) -> None:
-    """Two streamed exports at a time per address: a third is a 429 problem
-    at once, while the other two still stream and the rest of the API still
-    answers."""
-    streams = []
-    try:
-        for path in ("/api/events/export.csv", "/api/events/export.ndjson"):
-            stream = socket.create_connection(("127.0.0.1", proxy), timeout=10)
-            streams.append(stream)
-            stream.sendall(get(path))
-            assert stream.recv(4096).startswith(b"HTTP/1.1 200"), path
-        third = exchange(proxy, get("/api/events/export.csv"))
-        third.problem(429)
-        assert_security_headers(third, project)
-        assert exchange(proxy, get("/api/events")).status == 200
-    finally:
-        for stream in streams:
-            stream.close()
 
 
 @pytest.fixture(scope="module")
