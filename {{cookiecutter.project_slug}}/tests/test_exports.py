@@ -195,15 +195,19 @@ def test_bad_filters_are_400(
     assert field in problem_of(response)["errors"]
 
 
-def test_the_view_runs_no_query_and_a_closed_stream_returns_its_connection(
-    seeded_app: Flask,
+@pytest.mark.parametrize("chunks_read", [0, 1])
+def test_a_closed_stream_returns_its_connection(
+    seeded_app: Flask, chunks_read: int
 ) -> None:
+    """The view starts the query (its first chunk is made there), so the
+    stream holds one connection from then on, until it ends or is closed,
+    whether or not the client read anything."""
     response = seeded_app.test_client().get("/api/events/export.csv", buffered=False)
     assert response.status_code == 200
-    assert checked_out(seeded_app) == 0, "the view itself touched the database"
+    assert checked_out(seeded_app) == 1, "the view did not start the query"
     chunks = iter(response.response)
-    next(chunks)  # header
-    next(chunks)  # first batch: the cursor is open now
+    for _ in range(chunks_read):
+        next(chunks)
     assert checked_out(seeded_app) == 1
     response.close()  # what a WSGI server does when the client goes away
     assert checked_out(seeded_app) == 0
@@ -378,6 +382,31 @@ def test_csv_exports_neutralize_formulas_in_free_text(
     records = [json.loads(line) for line in ndjson.splitlines()]
     assert [record["payload"] for record in records] == FORMULA_PAYLOADS
     assert records[0]["kind"] == "-k"
+
+
+def failing_before_first_chunk(owner_id: int, filters: object) -> Iterator[bytes]:
+    raise RuntimeError("the query was refused: SELECT secret FROM accounts")
+    yield b""  # a generator, like the real ones
+
+
+@pytest.mark.parametrize("extension", ["csv", "ndjson"])
+def test_an_export_failing_before_its_first_byte_is_a_problem(
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    extension: str,
+) -> None:
+    """The first chunk is made in the view, so a failure to start the query
+    reaches the app's error handlers instead of the WSGI server's HTML 500."""
+    app = make_app()
+    monkeypatch.setattr(export, f"{extension}_chunks", failing_before_first_chunk)
+    token = issue_token(app)
+    response = app.test_client().get(
+        f"/api/events/export.{extension}",
+        headers={"Authorization": f"Bearer {token}", "X-Request-ID": "no-start"},
+    )
+    assert response.status_code == 500
+    assert problem_of(response)["request_id"] == "no-start"
+    assert "SELECT" not in response.get_data(as_text=True)
 
 
 def failing_after_first_chunk(owner_id: int, filters: object) -> Iterator[bytes]:

@@ -1,8 +1,10 @@
 """Streaming exports of events as CSV or NDJSON, at any size in flat memory.
 
-The view validates and returns a generator; nothing touches the database
-until the server starts sending. The generator opens its own connection and
-a server-side cursor, reads batches, and writes each batch as one chunk.
+The view validates and makes the first chunk, which opens the generator's
+own connection and starts its query: a database that is away or refuses the
+query fails the request with an ordinary error response, before any byte is
+sent. The generator then reads batches through a server-side cursor and
+writes each batch as one chunk; the header goes out with the first batch.
 Closing the generator (the export finished, or the client went away) leaves
 the ``with`` block: the cursor is closed, the transaction rolled back and the
 connection returned to the pool.
@@ -27,7 +29,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import closing
 from datetime import datetime
 from json.encoder import encode_basestring as json_string
 from typing import Any
@@ -252,7 +255,7 @@ def _copy_query(owner_id: int, filters: ExportFilters) -> Select[Any]:
 
 def _copy_csv(
     connection: Connection, owner_id: int, filters: ExportFilters
-) -> Iterator[bytes]:
+) -> Generator[bytes]:
     query = _copy_query(owner_id, filters).compile(
         dialect=connection.dialect, compile_kwargs={"literal_binds": True}
     )
@@ -291,24 +294,33 @@ def _text_rows(
         yield [_spreadsheet_safe(row) for row in fields] if spreadsheet else fields
 
 
-def csv_chunks(owner_id: int, filters: ExportFilters) -> Iterator[bytes]:
-    """``owner_id``'s CSV file, header first, one chunk per batch of rows."""
+def csv_chunks(owner_id: int, filters: ExportFilters) -> Generator[bytes]:
+    """``owner_id``'s CSV file, one chunk per batch of rows, the header
+    with the first."""
+    with db.engine.connect() as connection:
+        body = (
+            _copy_csv(connection, owner_id, filters)
+            if connection.dialect.name == "postgresql"
+            else _csv_batches(connection, owner_id, filters)
+        )
+        with closing(body):
+            yield _csv_line(COLUMNS).encode() + next(body, b"")
+            yield from body
+
+
+def _csv_batches(
+    connection: Connection, owner_id: int, filters: ExportFilters
+) -> Generator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    yield buffer.getvalue().encode()
-    with db.engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
-            yield from _copy_csv(connection, owner_id, filters)
-            return
-        for rows in _text_rows(connection, owner_id, filters, spreadsheet=True):
-            buffer.seek(0)
-            buffer.truncate()
-            _write_csv(writer, buffer, rows)
-            yield buffer.getvalue().encode()
+    for rows in _text_rows(connection, owner_id, filters, spreadsheet=True):
+        buffer.seek(0)
+        buffer.truncate()
+        _write_csv(writer, buffer, rows)
+        yield buffer.getvalue().encode()
 
 
-def ndjson_chunks(owner_id: int, filters: ExportFilters) -> Iterator[bytes]:
+def ndjson_chunks(owner_id: int, filters: ExportFilters) -> Generator[bytes]:
     """``owner_id``'s events, one JSON object per line, one chunk per batch."""
     with db.engine.connect() as connection:
         for rows in _text_rows(connection, owner_id, filters, spreadsheet=False):

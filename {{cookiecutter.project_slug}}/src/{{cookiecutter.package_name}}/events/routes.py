@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 
 from flask import (
     Blueprint,
@@ -70,11 +70,11 @@ def index() -> ResponseReturnValue:
 
 
 def failing_loudly(
-    chunks: Iterator[bytes],
+    chunks: Generator[bytes],
     filename: str,
     request_id: str,
     identity: tuple[str, str],
-) -> Iterator[bytes]:
+) -> Generator[bytes]:
     """``chunks``, with a failure after the first byte logged once, with the
     request's id and caller, and then re-raised.
 
@@ -99,13 +99,33 @@ def failing_loudly(
         raise
 
 
+def started(chunks: Generator[bytes]) -> Generator[bytes]:
+    """``chunks``, its first chunk made now, in the view.
+
+    Before the first byte an error response is still possible: a database
+    that is away, or a query it refuses, goes to the app's error handlers
+    (a 503 or 500 problem) instead of ending in the WSGI server's HTML 500.
+    """
+    first = next(chunks, None)
+
+    def resumed() -> Generator[bytes]:
+        try:
+            if first is not None:
+                yield first
+            yield from chunks
+        finally:
+            chunks.close()
+
+    return resumed()
+
+
 def streaming_download(
-    chunks: Iterator[bytes], extension: str, mimetype: str
+    chunks: Generator[bytes], extension: str, mimetype: str
 ) -> Response:
     """A download streamed as it is produced, through nginx unbuffered."""
     filename = f"events-{utcnow():%Y%m%dT%H%M%SZ}.{extension}"
     request_id = g.get("request_id") or request_id_var.get()
-    chunks = failing_loudly(chunks, filename, request_id, identity_var.get())
+    chunks = failing_loudly(started(chunks), filename, request_id, identity_var.get())
     # The generator keeps the request context until it ends or is closed.
     response = current_app.response_class(
         stream_with_context(chunks),
