@@ -42,7 +42,7 @@ def test_a_burst_is_logged_once_and_its_end_once(
 
 
 def test_a_quiet_burst_ends_by_itself(caplog: pytest.LogCaptureFixture) -> None:
-    outage = Outage("probe-redis", quiet_seconds=0)
+    outage = Outage("probe-queue", quiet_seconds=0)
     with caplog.at_level(logging.INFO, logger="{{ cookiecutter.package_name }}.outages"):
         outage.failed(refused())
         outage.failed(refused())
