@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -85,14 +87,22 @@ class AppTask(Task):
         return super().apply_async(args, kwargs, headers=headers, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.sender_context():
+            sentry.tag_task(logs.request_id_var.get())
+            with self.app.flask_app.app_context():
+                return self.run(*args, **kwargs)
+
+    @contextmanager
+    def sender_context(self) -> Iterator[None]:
+        """The sender's request id and identity on this task's log lines,
+        for its body and for its handlers (``on_failure``), which Celery
+        calls after the body has returned."""
         request_id = self.request.get(REQUEST_ID_HEADER) or sender_request_id()
         token = logs.request_id_var.set(request_id)
         identity = self.request.get(IDENTITY_HEADER) or logs.ANONYMOUS
         identity_token = logs.identity_var.set((str(identity[0]), str(identity[1])))
-        sentry.tag_task(request_id)
         try:
-            with self.app.flask_app.app_context():
-                return self.run(*args, **kwargs)
+            yield
         finally:
             logs.identity_var.reset(identity_token)
             logs.request_id_var.reset(token)
@@ -126,6 +136,10 @@ def beat_schedule() -> dict[str, Any]:
         "purge-expired-jobs": {
             "task": "jobs.purge_expired",
             "schedule": timedelta(hours=1),
+        },
+        "reap-stuck-jobs": {
+            "task": "jobs.reap_stuck",
+            "schedule": timedelta(minutes=5),
         },
         "purge-expired-exports": {
             "task": "exports.purge_expired",
