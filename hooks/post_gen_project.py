@@ -57,6 +57,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             "tests/test_task_metrics.py",
             "tests/test_worker_process.py",
             "tests/worker_gate.py",
+            "tests/overrun_task.py",
         ]
     return paths
 

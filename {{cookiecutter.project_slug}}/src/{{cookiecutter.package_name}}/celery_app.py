@@ -23,7 +23,8 @@ from typing import Any
 import kombu.pools
 import redis.exceptions
 from celery import Celery, Task
-from celery.signals import setup_logging
+from celery import current_app as current_celery
+from celery.signals import setup_logging, worker_process_init
 from flask import Flask, current_app
 from kombu import Queue
 from kombu.exceptions import OperationalError as BrokerError
@@ -31,6 +32,7 @@ from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
 from . import logs, sentry
 from .background import ensure_plain_call
+from .extensions import db
 from .metrics import tasks as task_metrics
 
 log = logging.getLogger(__name__)
@@ -216,3 +218,19 @@ def _use_app_logging(**_kwargs: Any) -> None:
     Connecting to this signal is how Celery is told not to configure logging
     itself; ``create_app`` has already set it up from the app's config.
     """
+
+
+@worker_process_init.connect(weak=False)
+def _own_database_connections(**_kwargs: Any) -> None:
+    """Give a new pool process database connections of its own.
+
+    The worker's main process uses the database too: it runs ``on_failure``
+    of a task killed at the hard time limit. A pool process forked after
+    that inherits the open connections, and two processes talking over one
+    socket corrupt it. SQLAlchemy's recipe: the child forgets the inherited
+    pool without closing it (the parent still owns those sockets).
+    """
+    flask_app = getattr(current_celery, "flask_app", None)
+    if flask_app is not None:
+        with flask_app.app_context():
+            db.engine.dispose(close=False)

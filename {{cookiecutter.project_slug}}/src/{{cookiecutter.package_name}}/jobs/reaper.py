@@ -1,13 +1,16 @@
 """Every job reaches a final state, even when its message is lost.
 
 A job's message can vanish: Redis restarted empty while the job waited in
-the queue, or a task was killed without its failure handler running (the
-hard time limit, an out-of-memory kill), which acknowledges the message
-and leaves the row ``running``. :func:`reap` finds unfinished jobs that
-have shown no sign of life for longer than a live job can go without one,
-and sends their task again, as its owner's, or, once they have been sent
-again ``JOB_MAX_REQUEUES`` times, marks them failed: ``lost`` if they never
-started, ``timed_out`` if they did.
+the queue, or the worker holding it was killed whole (an out-of-memory
+kill, a lost machine) with the row left ``running``. (A task killed at its
+hard time limit is different: the worker's main process runs its
+``on_failure``, which fails the job ``timed_out``.)
+
+:func:`reap` finds unfinished jobs that have shown no sign of life for
+longer than a live job can go without one, and sends their task again, as
+its owner's, or, once they have been sent again ``JOB_MAX_REQUEUES``
+times, marks them failed: ``lost`` if they never started, ``timed_out`` if
+they did.
 
 Sending again is safe: every job task begins with ``services.start``, so a
 second message of a job that is done changes nothing.
