@@ -13,6 +13,7 @@ log record of the task.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -220,6 +221,10 @@ def _use_app_logging(**_kwargs: Any) -> None:
     """
 
 
+# The worker's main process imports this module before it forks its pool.
+_IMPORTING_PID = os.getpid()
+
+
 @worker_process_init.connect(weak=False)
 def _own_database_connections(**_kwargs: Any) -> None:
     """Give a new pool process database connections of its own.
@@ -228,8 +233,12 @@ def _own_database_connections(**_kwargs: Any) -> None:
     of a task killed at the hard time limit. A pool process forked after
     that inherits the open connections, and two processes talking over one
     socket corrupt it. SQLAlchemy's recipe: the child forgets the inherited
-    pool without closing it (the parent still owns those sockets).
+    pool without closing it (the parent still owns those sockets). The solo
+    pool sends this signal too, in the worker's own process: nothing was
+    inherited there, and its connections are its own to close.
     """
+    if os.getpid() == _IMPORTING_PID:
+        return
     flask_app = getattr(current_celery, "flask_app", None)
     if flask_app is not None:
         with flask_app.app_context():
