@@ -49,11 +49,15 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             str(package / "metrics" / "tasks.py"),
             "migrations/versions/0002_create_jobs.py",
             "migrations/versions/0004_jobs_belong_to_accounts.py",
+            "migrations/versions/0005_job_errors_and_reaping.py",
             "tests/test_sentry_tasks.py",
             "tests/test_tasks.py",
+            "tests/test_job_failures.py",
+            "tests/test_job_reaper.py",
             "tests/test_task_metrics.py",
             "tests/test_worker_process.py",
             "tests/worker_gate.py",
+            "tests/overrun_task.py",
         ]
     return paths
 

@@ -7,6 +7,7 @@ retries and the app context are the ones production gets.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import threading
@@ -120,7 +121,7 @@ def test_enqueued_job_runs_and_reports_success(worker_app: Flask) -> None:
     assert done["result"]["events"] == 3
     assert done["result"]["total"] == "30.31"
     summary = client.get(f"/api/events/{done['result']['summary_event_id']}")
-    assert summary.get_json()["amount"] == "30.31"
+    assert json.loads(summary.get_json()["payload"])["total"] == "30.31"
     assert checked_out(worker_app) == 0
 
 
@@ -142,7 +143,10 @@ def test_a_failing_job_is_reported_failed(worker_app: Flask) -> None:
     client = worker_app.test_client()
     done = wait_for(lambda: job_status(client, f"/api/jobs/{job_id}"), what="failure")
     assert done["status"] == "failed"
-    assert "LookupError" in done["error"]
+    assert done["error"] == {
+        "code": "internal_error",
+        "message": "The job failed because of an internal error.",
+    }
     assert checked_out(worker_app) == 0
 
 
@@ -265,7 +269,7 @@ def test_broker_down_gives_503_quickly_and_marks_the_job_failed(
     assert response.headers["Retry-After"]
     job = client.get(f"/api/jobs/{problem['job_id']}").get_json()
     assert job["status"] == "failed"
-    assert "broker unreachable" in job["error"]
+    assert job["error"]["code"] == "broker_unavailable"
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Job)) == 1
         db.session.remove()

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 
 from {{ cookiecutter.package_name }}.events.models import Event
 from {{ cookiecutter.package_name }}.extensions import db
+from {{ cookiecutter.package_name }}.jobs.models import Job
 from {{ cookiecutter.package_name }}.jobs.tasks import SUMMARY_KIND
 
 from support import account_id, celery_process, wait_for
@@ -35,7 +36,7 @@ def worker_process(env: dict[str, str], log_path: Path) -> Any:
         "--pool=prefork",
         "--concurrency=1",
         "--loglevel=INFO",
-        "--include=worker_gate",
+        "--include=worker_gate,overrun_task",
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
@@ -108,6 +109,49 @@ def test_sigkilled_task_is_redelivered_and_applied_once(
     assert job["attempts"] == 1
     assert job["result"]["total"] == "12.25"
     assert summaries_of(app, owner_id=account_id(app)) == 1
+
+
+def test_a_job_killed_at_its_hard_time_limit_fails_as_timed_out(
+    make_app: Callable[..., Flask],
+    celery_env: dict[str, str],
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """The pool process running it is killed, so the task's own failure
+    handler never runs: the worker's main process runs it, and the pool
+    process that replaces the killed one still gets a working database."""
+    app = make_app()
+    owner_id = account_id(app)
+    with app.app_context():
+        job = Job(owner_id=owner_id, kind="overrun", params={})
+        db.session.add(job)
+        db.session.commit()
+        job_id = str(job.id)
+        db.session.remove()
+    env = {
+        **celery_env,
+        "DATABASE_URL": database_url,
+        "CELERY_TASK_TIME_LIMIT": "3",
+        "CELERY_TASK_SOFT_TIME_LIMIT": "1",
+        "CELERY_VISIBILITY_TIMEOUT": "30",
+    }
+    client = app.test_client()
+    with worker_process(env, tmp_path / "worker.log") as worker:
+        app.extensions["celery"].send_task(
+            "test.overrun", args=[job_id, owner_id], task_id=job_id
+        )
+        url = f"/api/jobs/{job_id}"
+        killed = wait_for(lambda: finished_job(client, url), timeout=60, what="kill")
+        next_url = start_summary(client)
+        summary = wait_for(
+            lambda: finished_job(client, next_url), timeout=60, what="the next job"
+        )
+        log = worker.log()
+
+    assert "Hard time limit (3" in log, log
+    assert killed["status"] == "failed"
+    assert killed["error"]["code"] == "timed_out"
+    assert summary["status"] == "succeeded", log
 
 
 def test_without_redis_a_worker_runs_tasks_from_local_files(

@@ -13,7 +13,10 @@ log record of the task.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,8 @@ from typing import Any
 import kombu.pools
 import redis.exceptions
 from celery import Celery, Task
-from celery.signals import setup_logging
+from celery import current_app as current_celery
+from celery.signals import setup_logging, worker_process_init
 from flask import Flask, current_app
 from kombu import Queue
 from kombu.exceptions import OperationalError as BrokerError
@@ -29,6 +33,7 @@ from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
 from . import logs, sentry
 from .background import ensure_plain_call
+from .extensions import db
 from .metrics import tasks as task_metrics
 
 log = logging.getLogger(__name__)
@@ -85,14 +90,22 @@ class AppTask(Task):
         return super().apply_async(args, kwargs, headers=headers, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.sender_context():
+            sentry.tag_task(logs.request_id_var.get())
+            with self.app.flask_app.app_context():
+                return self.run(*args, **kwargs)
+
+    @contextmanager
+    def sender_context(self) -> Iterator[None]:
+        """The sender's request id and identity on this task's log lines,
+        for its body and for its handlers (``on_failure``), which Celery
+        calls after the body has returned."""
         request_id = self.request.get(REQUEST_ID_HEADER) or sender_request_id()
         token = logs.request_id_var.set(request_id)
         identity = self.request.get(IDENTITY_HEADER) or logs.ANONYMOUS
         identity_token = logs.identity_var.set((str(identity[0]), str(identity[1])))
-        sentry.tag_task(request_id)
         try:
-            with self.app.flask_app.app_context():
-                return self.run(*args, **kwargs)
+            yield
         finally:
             logs.identity_var.reset(identity_token)
             logs.request_id_var.reset(token)
@@ -126,6 +139,10 @@ def beat_schedule() -> dict[str, Any]:
         "purge-expired-jobs": {
             "task": "jobs.purge_expired",
             "schedule": timedelta(hours=1),
+        },
+        "reap-stuck-jobs": {
+            "task": "jobs.reap_stuck",
+            "schedule": timedelta(minutes=5),
         },
         "purge-expired-exports": {
             "task": "exports.purge_expired",
@@ -202,3 +219,27 @@ def _use_app_logging(**_kwargs: Any) -> None:
     Connecting to this signal is how Celery is told not to configure logging
     itself; ``create_app`` has already set it up from the app's config.
     """
+
+
+# The worker's main process imports this module before it forks its pool.
+_IMPORTING_PID = os.getpid()
+
+
+@worker_process_init.connect(weak=False)
+def _own_database_connections(**_kwargs: Any) -> None:
+    """Give a new pool process database connections of its own.
+
+    The worker's main process uses the database too: it runs ``on_failure``
+    of a task killed at the hard time limit. A pool process forked after
+    that inherits the open connections, and two processes talking over one
+    socket corrupt it. SQLAlchemy's recipe: the child forgets the inherited
+    pool without closing it (the parent still owns those sockets). The solo
+    pool sends this signal too, in the worker's own process: nothing was
+    inherited there, and its connections are its own to close.
+    """
+    if os.getpid() == _IMPORTING_PID:
+        return
+    flask_app = getattr(current_celery, "flask_app", None)
+    if flask_app is not None:
+        with flask_app.app_context():
+            db.engine.dispose(close=False)

@@ -38,6 +38,10 @@ def env_int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def env_optional_int(name: str) -> int | None:
+    return None if env_str(name) is None else env_int(name, 0)
+
+
 def env_flag(name: str, default: bool) -> bool:
     raw = env_str(name)
     if raw is None:
@@ -205,6 +209,11 @@ class BaseConfig:
         self.REDIS_URL = env_str("REDIS_URL")
         self.CELERY = celery_settings(self.REDIS_URL)
         self.JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 7)
+        # Stuck jobs (see jobs/reaper.py): unset derives the deadline from
+        # the task time limits and retry policy; a job is sent again at most
+        # JOB_MAX_REQUEUES times, then failed.
+        self.JOB_DEADLINE_SECONDS = env_optional_int("JOB_DEADLINE_SECONDS")
+        self.JOB_MAX_REQUEUES = env_int("JOB_MAX_REQUEUES", 3)
         # Background exports: files in EXPORT_DIR (default instance/exports),
         # served by nginx through X-Accel-Redirect when EXPORT_X_ACCEL is on.
         self.EXPORT_DIR = env_str("EXPORT_DIR")

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
 FORMATS = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 # Readable by the web server's user, which serves the file via X-Accel-Redirect.
 FILE_MODE = 0o644
+TEMPORARY_PREFIX = "."
+TEMPORARY_SUFFIX = ".tmp"
+# What write_atomically names its temporary files (mkstemp adds the middle).
+TEMPORARY_NAME = re.compile(
+    r"\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    rf"\.(?:{'|'.join(FORMATS)})\.[^/]+\.tmp"
+)
 
 
 def filename(job_id: UUID | str, fmt: str) -> str:
@@ -34,7 +44,9 @@ def write_atomically(
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    fd, temporary = tempfile.mkstemp(
+        dir=directory, prefix=f"{TEMPORARY_PREFIX}{name}.", suffix=TEMPORARY_SUFFIX
+    )
     try:
         # mkstemp makes the file 0600; nginx reads it as another user.
         os.fchmod(fd, FILE_MODE)
@@ -55,3 +67,29 @@ def write_atomically(
         Path(temporary).unlink(missing_ok=True)
         raise
     return size, digest.hexdigest()
+
+
+def remove_stale_temporaries(directory: Path, older_than: timedelta) -> int:
+    """Delete temporary files last written more than ``older_than`` ago.
+
+    A task killed mid-write (SIGKILL, the hard time limit, a lost machine)
+    never reaches the cleanup above and leaves its temporary file behind.
+    A live export writes its file from creation until its rename, within
+    its hard time limit: give an age past that limit and no file a running
+    export is writing can match. Only names ``write_atomically`` makes are
+    considered. Returns how many files were deleted.
+    """
+    if not directory.is_dir():
+        return 0
+    cutoff = time.time() - older_than.total_seconds()
+    removed = 0
+    for path in directory.glob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"):
+        if not TEMPORARY_NAME.fullmatch(path.name):
+            continue
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue  # renamed or deleted meanwhile
+    return removed

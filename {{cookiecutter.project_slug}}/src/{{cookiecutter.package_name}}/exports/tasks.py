@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 KIND = "export"
 
 
-@shared_task(base=JobTask, name="exports.write")
+@shared_task(base=JobTask, name="exports.write", job_kind=KIND)
 def write_export(job_id: str, owner_id: int) -> dict[str, Any] | None:
     """Write ``owner_id``'s export file. A redelivery after success does
     nothing; one after a crash mid-write writes the file again, whole."""
@@ -47,7 +47,8 @@ def write_export(job_id: str, owner_id: int) -> dict[str, Any] | None:
 
 @shared_task(name="exports.purge_expired")
 def purge_expired() -> int:
-    """Periodic (beat): delete exports older than EXPORT_TTL_HOURS, file and row."""
+    """Periodic (beat): delete exports older than EXPORT_TTL_HOURS, file and
+    row, and the temporary files of exports killed mid-write."""
     cutoff = utcnow() - timedelta(hours=current_app.config["EXPORT_TTL_HOURS"])
     directory = Path(current_app.config["EXPORT_DIR"])
     expired = db.session.scalars(
@@ -60,5 +61,13 @@ def purge_expired() -> int:
             )
         db.session.delete(job)
     db.session.commit()
-    log.info("purged %s expired exports", len(expired))
+    stale = files.remove_stale_temporaries(directory, temporary_file_max_age())
+    log.info("purged %s expired exports and %s temporary files", len(expired), stale)
     return len(expired)
+
+
+def temporary_file_max_age() -> timedelta:
+    """Twice the hard time limit: no running export writes a file that old,
+    with room for clocks of hosts sharing the directory that disagree."""
+    celery = current_app.extensions["celery"]
+    return 2 * timedelta(seconds=celery.conf.task_time_limit)

@@ -2,7 +2,9 @@
 
 The row is written before the task is sent, so a client can always ask
 for its status, and a job whose message never reached the broker is marked
-failed rather than left pending forever.
+failed rather than left pending forever. ``updated_at`` moves on every
+change (sent, started, re-sent, finished): the reaper (``reaper.py``) finds
+unfinished jobs by it, and counts its re-sends in ``requeues``.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
 from ..sqltypes import UTCDateTime, utcnow
+from .errors import public
 
 
 class JobStatus(enum.StrEnum):
@@ -38,15 +41,22 @@ class Job(db.Model):  # type: ignore[name-defined]
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    requeues: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    error: Mapped[str | None] = mapped_column(Text)
+    # A JobError code; the client-facing message is looked up from it.
+    error_code: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    # The purge task deletes finished jobs by age; owners read their own.
+    # The purge task deletes finished jobs by age; the reaper finds
+    # unfinished ones by status and age; owners read their own.
     __table_args__ = (
         Index("ix_jobs_finished_at", "finished_at"),
+        Index("ix_jobs_status_updated_at", "status", "updated_at"),
         Index("ix_jobs_owner_id", "owner_id"),
     )
 
@@ -58,7 +68,7 @@ class Job(db.Model):  # type: ignore[name-defined]
             "params": self.params,
             "attempts": self.attempts,
             "result": self.result,
-            "error": self.error,
+            "error": public(self.error_code),
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,

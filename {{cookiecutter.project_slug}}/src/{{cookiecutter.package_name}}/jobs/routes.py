@@ -57,7 +57,7 @@ def create_owner_summary() -> ResponseReturnValue:
     parse(OwnerSummaryRequest, request.get_json() if request.content_length else {})
     return start_job(
         current_identity().account_id,
-        "owner_summary",
+        tasks.OWNER_SUMMARY_KIND,
         {},
         tasks.summarize_owner,
         "jobs.get",

@@ -13,6 +13,7 @@ from sqlalchemy import CursorResult, delete, select
 from ..celery_app import ENQUEUE_ERRORS, enqueue
 from ..extensions import db
 from ..sqltypes import utcnow
+from .errors import JobError
 from .models import FINISHED, Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def submit_job(owner_id: int, kind: str, params: dict[str, Any], task: Task) -> 
         enqueue(task, str(job.id), owner_id, task_id=str(job.id))
     except ENQUEUE_ERRORS as exc:
         log.warning("could not enqueue job %s: %s", job.id, exc)
-        finish(job, JobStatus.FAILED, error="could not enqueue: broker unreachable")
+        finish(job, JobStatus.FAILED, error=JobError.BROKER_UNAVAILABLE)
         raise BrokerUnavailableError(job) from exc
     return job
 
@@ -88,17 +89,17 @@ def finish(
     status: JobStatus,
     *,
     result: dict[str, Any] | None = None,
-    error: str | None = None,
+    error: JobError | None = None,
 ) -> None:
     """Record the outcome. Commits, together with any pending change."""
     job.status = status
     job.result = result
-    job.error = error
+    job.error_code = error
     job.finished_at = utcnow()
     db.session.commit()
 
 
-def fail(job_id: str, error: str) -> None:
+def fail(job_id: str, error: JobError) -> None:
     job = db.session.get(Job, uuid.UUID(job_id))
     if job is not None and job.status not in FINISHED:
         finish(job, JobStatus.FAILED, error=error)
