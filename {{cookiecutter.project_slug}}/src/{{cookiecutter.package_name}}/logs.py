@@ -5,16 +5,23 @@ the task) it was logged under, ``"-"`` outside one; and ``account_id`` and
 ``token_id`` of the caller, ``"-"`` when there is none. The id lives in a
 context variable, so it follows the code that handles the request and never
 leaks into another thread's records.
+
+No line carries SQL: SQLAlchemy's errors print their statement and its bound
+parameters (user data, sometimes secrets), so wherever one appears, in the
+message or a traceback, its text is replaced by :func:`describe`.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from contextvars import ContextVar, Token
+from json import dumps as json_string
 from typing import Any, TextIO, TypeVar
 
 from pythonjsonlogger.json import JsonFormatter
+from sqlalchemy.exc import StatementError
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 # (account id, token id) of an authenticated request; never the token itself.
@@ -71,13 +78,77 @@ class StdoutHandler(logging.StreamHandler[TextIO]):
         pass
 
 
+def describe(error: BaseException) -> str:
+    """``Class: first line of the driver's message``, without statement text."""
+    cause = getattr(error, "orig", None) or error
+    message = str(cause).strip().splitlines()
+    first = message[0] if message else ""
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+
+
+def _statement_errors(record: logging.LogRecord) -> list[StatementError]:
+    """SQLAlchemy errors in the record: its exception's chain and its args."""
+    found: list[StatementError] = []
+    seen: set[int] = set()
+    pending: list[object] = [record.exc_info[1] if record.exc_info else None]
+    if isinstance(record.args, Mapping):  # "%(exc)s" style, as Celery logs
+        pending += record.args.values()
+    elif record.args:
+        pending += record.args
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, StatementError):
+            found.append(item)
+        pending += [item.__cause__, item.__context__]
+    return found
+
+
+class _WithoutSQL(logging.Formatter):
+    """Formats as the next class in line does, then swaps each SQLAlchemy
+    error's text (statement and parameters) for :func:`describe`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if isinstance(record.args, tuple) and any(
+            isinstance(arg, StatementError) for arg in record.args
+        ):
+            # A copy: other handlers (a test runner's) get the record as is.
+            record = logging.makeLogRecord(record.__dict__)
+            record.args = tuple(
+                describe(arg) if isinstance(arg, StatementError) else arg
+                for arg in record.args or ()
+            )
+        text = super().format(record)
+        for error in _statement_errors(record):
+            # The driver's own error, chained in the traceback, may quote the
+            # statement too (PostgreSQL's "LINE 1: SELECT ...").
+            for shown in (error, error.orig):
+                if shown is None or not str(shown):
+                    continue
+                full, short = str(shown), describe(shown)
+                # As printed, and as a JSON string escapes it.
+                text = text.replace(full, short)
+                text = text.replace(json_string(full)[1:-1], json_string(short)[1:-1])
+        return text
+
+
+class TextFormatter(_WithoutSQL, logging.Formatter):
+    """Readable lines, for development and tests."""
+
+
+class JsonLineFormatter(_WithoutSQL, JsonFormatter):
+    """One JSON object per line, for production."""
+
+
 def make_formatter(json: bool) -> logging.Formatter:
     if json:
-        return JsonFormatter(
+        return JsonLineFormatter(
             JSON_FIELDS,
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )
-    return logging.Formatter(TEXT_FORMAT)
+    return TextFormatter(TEXT_FORMAT)
 
 
 def configure_logging(level: str = "INFO", *, json: bool = False) -> None:

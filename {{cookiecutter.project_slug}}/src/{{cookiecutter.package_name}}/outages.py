@@ -19,6 +19,10 @@ import time
 
 from prometheus_client import Counter
 
+from .logs import describe
+
+__all__ = ["FAILURES", "Outage", "describe"]
+
 log = logging.getLogger(__name__)
 
 FAILURES = Counter(
@@ -26,14 +30,6 @@ FAILURES = Counter(
     "Requests or tasks that failed because a dependency was unavailable.",
     ("dependency",),
 )
-
-
-def describe(error: BaseException) -> str:
-    """``Class: first line of the driver's message``, without statement text."""
-    cause = getattr(error, "orig", None) or error
-    message = str(cause).strip().splitlines()
-    first = message[0] if message else ""
-    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
 
 
 class Outage:

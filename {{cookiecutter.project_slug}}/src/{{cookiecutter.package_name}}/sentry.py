@@ -36,6 +36,8 @@ from sentry_sdk.types import Event, Hint
 
 from .logs import ANONYMOUS, identity_var, request_id_var
 
+# Where a SQLAlchemy error's message ends and its statement begins.
+SQL_MARK = "\n[SQL: "
 REQUEST_ID_TAG = "request_id"
 ACCOUNT_ID_TAG = "account_id"
 TOKEN_ID_TAG = "token_id"  # noqa: S105 - a tag name, not a secret
@@ -101,7 +103,11 @@ def init_sentry(config: Mapping[str, Any]) -> bool:
 
 def tag_event(event: Event, _hint: Hint) -> Event:
     """Tag an event with the request id it was raised under, and the
-    account and token ids of the caller, if any (never the token)."""
+    account and token ids of the caller, if any (never the token); keep the
+    exceptions' SQL statements and parameters out of it."""
+    for exception in event.get("exception", {}).get("values", []):
+        if isinstance(exception.get("value"), str):
+            exception["value"] = exception["value"].split(SQL_MARK)[0]
     tags = event.setdefault("tags", {})
     request_id = request_id_var.get()
     if request_id != "-":
