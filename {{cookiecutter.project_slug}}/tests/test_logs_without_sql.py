@@ -64,7 +64,7 @@ def test_tracebacks_and_messages_lose_the_statement(
 
 
 def test_named_arguments_lose_the_statement(make_app: Callable[..., Flask]) -> None:
-    """How Celery logs a task that raised: ``%(exc)s`` from a mapping."""
+    """As a task runner logs a failed task: ``%(exc)s`` from a mapping."""
     error = failed_statement(make_app())
     line = make_formatter(False).format(
         record_of(error, "Task %(name)s raised: %(exc)s", {"name": "t", "exc": error})

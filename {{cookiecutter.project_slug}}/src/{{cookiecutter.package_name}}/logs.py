@@ -91,7 +91,7 @@ def _statement_errors(record: logging.LogRecord) -> list[StatementError]:
     found: list[StatementError] = []
     seen: set[int] = set()
     pending: list[object] = [record.exc_info[1] if record.exc_info else None]
-    if isinstance(record.args, Mapping):  # "%(exc)s" style, as Celery logs
+    if isinstance(record.args, Mapping):  # "%(exc)s" style, as task runners log
         pending += record.args.values()
     elif record.args:
         pending += record.args
