@@ -47,6 +47,7 @@ from sqlalchemy import type_coerce as as_type
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import ColumnElement
 
+from ..database import unhurried
 from ..extensions import db
 from .models import Event
 from .schemas import ExportFilters
@@ -297,7 +298,7 @@ def csv_chunks(owner_id: int, filters: ExportFilters) -> Iterator[bytes]:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     yield buffer.getvalue().encode()
-    with db.engine.connect() as connection:
+    with db.engine.connect() as connection, unhurried(connection):
         if connection.dialect.name == "postgresql":
             yield from _copy_csv(connection, owner_id, filters)
             return
@@ -310,6 +311,6 @@ def csv_chunks(owner_id: int, filters: ExportFilters) -> Iterator[bytes]:
 
 def ndjson_chunks(owner_id: int, filters: ExportFilters) -> Iterator[bytes]:
     """``owner_id``'s events, one JSON object per line, one chunk per batch."""
-    with db.engine.connect() as connection:
+    with db.engine.connect() as connection, unhurried(connection):
         for rows in _text_rows(connection, owner_id, filters, spreadsheet=False):
             yield "".join(map(_json_line, rows)).encode()

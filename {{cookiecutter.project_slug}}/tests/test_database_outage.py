@@ -1,0 +1,171 @@
+"""A database that is frozen, slow or down costs a bounded wait and a 503.
+
+Each test runs the app in-process against a PostgreSQL server of this
+module's own (``pg_cluster``), which it freezes with SIGSTOP, stops and
+starts again; the shared test server is never touched. The bounds asserted
+are generous liveness bounds, far above the short timeouts set here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask_migrate import upgrade
+from sqlalchemy import text
+from werkzeug.test import TestResponse
+
+from {{ cookiecutter.package_name }} import create_app
+from {{ cookiecutter.package_name }}.extensions import db
+
+from pg_cluster import Cluster, private_cluster
+from support import CapturingTransport, problem_of
+
+READINESS_TIMEOUT = 1
+# Short bounds, so a frozen server costs each request a few seconds.
+TIMEOUTS = {
+    "DATABASE_CONNECT_TIMEOUT": "2",
+    "DATABASE_STATEMENT_TIMEOUT": "1",
+    "DATABASE_ANSWER_TIMEOUT": "2",
+    "DATABASE_POOL_TIMEOUT": "2",
+}
+# The longest a request may take with the server frozen: a pooled
+# connection's ping (answer timeout), a new connection (connect timeout),
+# and slack for a loaded machine.
+FROZEN_BOUND = 2 + 2 + 6
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with private_cluster() as started:
+        app = create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": started.url})
+        with app.app_context():
+            upgrade()
+            db.engine.dispose()
+        yield started
+
+
+@pytest.fixture
+def outage_app(
+    cluster: Cluster,
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    sentry_transport: CapturingTransport,
+) -> Iterator[Flask]:
+    """An app on the module's server with short timeouts, reporting to
+    ``sentry_transport``; the server is running again after the test."""
+    for name, value in TIMEOUTS.items():
+        monkeypatch.setenv(name, value)
+    app = make_app(
+        SQLALCHEMY_DATABASE_URI=cluster.url,
+        READINESS_TIMEOUT_SECONDS=READINESS_TIMEOUT,
+        SENTRY_DSN="https://key@sentry.invalid/1",
+        SENTRY_TRANSPORT=sentry_transport,
+    )
+    yield app
+    if cluster.frozen:
+        cluster.thaw()
+    if cluster.server is None:
+        cluster.start()
+
+
+def timed(call: Callable[[], TestResponse]) -> tuple[TestResponse, float]:
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+def assert_unavailable(response: TestResponse) -> dict[str, Any]:
+    assert response.status_code == 503, response.data
+    problem = problem_of(response)
+    assert response.headers["Retry-After"].isdigit()
+    assert "SELECT" not in response.get_data(as_text=True)
+    return problem
+
+
+def errors_of(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_frozen_server_gives_503_in_bounded_time_and_recovers(
+    outage_app: Flask,
+    cluster: Cluster,
+    caplog: pytest.LogCaptureFixture,
+    sentry_transport: CapturingTransport,
+) -> None:
+    client = outage_app.test_client()
+    probe = outage_app.test_client(token=None)
+    assert client.get("/api/events").status_code == 200  # token issued, pool warm
+    assert probe.get("/readyz").status_code == 200
+
+    cluster.freeze()
+    with caplog.at_level(logging.INFO):
+        ready, ready_took = timed(lambda: probe.get("/readyz"))
+        health, health_took = timed(lambda: probe.get("/healthz"))
+        first, first_took = timed(lambda: client.get("/api/events"))
+        second, second_took = timed(lambda: client.get("/api/events"))
+
+    assert ready.status_code == 503
+    assert problem_of(ready)["checks"] == {"database": "unreachable"}
+    assert ready_took < READINESS_TIMEOUT + 3
+    assert health.status_code == 200
+    assert health_took < 1
+    for response, took in ((first, first_took), (second, second_took)):
+        assert_unavailable(response)
+        assert took < FROZEN_BOUND
+    errors = errors_of(caplog)
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert "database unavailable" in errors[0].getMessage()
+    assert errors[0].exc_info is None
+    assert not any(r.exc_info for r in caplog.records)
+    # The burst began with /readyz, outside any API request.
+    assert errors[0].request_id == ready.headers["X-Request-ID"]
+    sentry_events = sentry_transport.events()
+    assert len(sentry_events) == 1, sentry_events
+
+    caplog.clear()
+    cluster.thaw()
+    with caplog.at_level(logging.INFO):
+        assert probe.get("/readyz").status_code == 200
+        assert client.get("/api/events").status_code == 200
+    assert not errors_of(caplog)
+    assert any("answering again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stopped_server_gives_503_until_it_is_back(
+    outage_app: Flask, cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = outage_app.test_client()
+    assert client.get("/api/events").status_code == 200
+
+    cluster.stop()
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            response, took = timed(lambda: client.get("/api/events"))
+            assert_unavailable(response)
+            assert took < FROZEN_BOUND
+        assert outage_app.test_client(token=None).get("/readyz").status_code == 503
+    errors = errors_of(caplog)
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert errors[0].request_id != "-"
+    assert not any(r.exc_info for r in caplog.records)
+
+    cluster.start()
+    assert client.get("/api/events").status_code == 200
+    assert outage_app.test_client(token=None).get("/readyz").status_code == 200
+
+
+def test_a_statement_over_the_statement_timeout_gives_503(outage_app: Flask) -> None:
+    def sleep() -> dict[str, str]:
+        db.session.execute(text("SELECT pg_sleep(5)"))
+        return {"slept": "yes"}
+
+    outage_app.add_url_rule("/api/test-sleep", view_func=sleep)
+    response, took = timed(lambda: outage_app.test_client().get("/api/test-sleep"))
+    assert_unavailable(response)
+    assert took < 4  # cancelled at 1 s, not after 5
+    assert outage_app.test_client().get("/api/events").status_code == 200
