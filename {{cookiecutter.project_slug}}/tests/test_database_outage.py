@@ -1,17 +1,22 @@
 """A database that is frozen, slow or down costs a bounded wait and a 503.
 
-Each test runs the app in-process against a PostgreSQL server of this
-module's own (``pg_cluster``), which it freezes with SIGSTOP, stops and
-starts again; the shared test server is never touched. The bounds asserted
+The tests run the app in-process, and once under gunicorn with the shipped
+config, against a PostgreSQL server of this module's own (``pg_cluster``),
+which they freeze with SIGSTOP, stop and start again; the shared test
+server is never touched. The bounds asserted
 are generous liveness bounds, far above the short timeouts set here.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from flask import Flask
@@ -23,8 +28,16 @@ from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.extensions import db
 
 from pg_cluster import Cluster, private_cluster
-from support import CapturingTransport, problem_of
+from support import (
+    CapturingTransport,
+    free_port,
+    issue_token,
+    problem_of,
+    process_group,
+    wait_for,
+)
 
+T = TypeVar("T")
 READINESS_TIMEOUT = 1
 # Short bounds, so a frozen server costs each request a few seconds.
 TIMEOUTS = {
@@ -33,9 +46,9 @@ TIMEOUTS = {
     "DATABASE_ANSWER_TIMEOUT": "2",
     "DATABASE_POOL_TIMEOUT": "2",
 }
-# The longest a request may take with the server frozen: a pooled
-# connection's ping (answer timeout), a new connection (connect timeout),
-# and slack for a loaded machine.
+# The longest a request may take with the server frozen: the ping of a
+# pooled connection and a new connection (the connect timeout each), and
+# slack for a loaded machine.
 FROZEN_BOUND = 2 + 2 + 6
 
 
@@ -73,10 +86,11 @@ def outage_app(
         cluster.start()
 
 
-def timed(call: Callable[[], TestResponse]) -> tuple[TestResponse, float]:
+def timed(call: Callable[[], T]) -> tuple[T, float]:
+    """What ``call`` returned, and how many seconds it took."""
     started = time.monotonic()
-    response = call()
-    return response, time.monotonic() - started
+    result = call()
+    return result, time.monotonic() - started
 
 
 def assert_unavailable(response: TestResponse) -> dict[str, Any]:
@@ -169,3 +183,64 @@ def test_a_statement_over_the_statement_timeout_gives_503(outage_app: Flask) -> 
     assert_unavailable(response)
     assert took < 4  # cancelled at 1 s, not after 5
     assert outage_app.test_client().get("/api/events").status_code == 200
+
+
+def fetch(port: int, path: str, token: str | None = None) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
+def test_gunicorn_answers_503_while_the_server_is_frozen(
+    outage_app: Flask, cluster: Cluster, tmp_path: Path
+) -> None:
+    """The same under gunicorn with the shipped config, as production runs."""
+    token = issue_token(outage_app)
+    port = free_port()
+    env = {
+        **os.environ,
+        "APP_ENV": "testing",
+        "DATABASE_URL": cluster.url,
+        "READINESS_TIMEOUT_SECONDS": str(READINESS_TIMEOUT),
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": "1",
+        "GUNICORN_GRACEFUL_TIMEOUT": "5",
+    }
+    command = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"]
+    stdout = tmp_path / "gunicorn.log"
+    with process_group(command, env, stdout, grace=10) as process:
+        wait_for(
+            lambda: process.poll() is not None or fetch_status(port, "/healthz"),
+            timeout=60,
+            what="gunicorn to answer",
+        )
+        assert process.poll() is None, stdout.read_text()
+        assert fetch(port, "/api/events", token).status == 200
+
+        cluster.freeze()
+        ready, ready_took = timed(lambda: fetch(port, "/readyz"))
+        api, api_took = timed(lambda: fetch(port, "/api/events", token))
+        assert ready.status == 503
+        assert ready_took < READINESS_TIMEOUT + 3
+        assert api.status == 503
+        assert api.getheader("Content-Type") == "application/problem+json"
+        assert (api.getheader("Retry-After") or "").isdigit()
+        assert api_took < FROZEN_BOUND
+
+        cluster.thaw()
+        assert fetch(port, "/readyz").status == 200
+        assert fetch(port, "/api/events", token).status == 200
+    log = stdout.read_text()
+    assert log.count(" ERROR ") == 1, log
+    assert "Traceback" not in log
+
+
+def fetch_status(port: int, path: str) -> int | None:
+    try:
+        return fetch(port, path).status
+    except OSError:
+        return None
