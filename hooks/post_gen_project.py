@@ -38,7 +38,13 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
     """Files that belong to options not chosen."""
     paths: list[str] = []
     if answers["database"] != "postgresql":
-        paths.append("tests/pg_database.py")
+        package = Path("src") / answers["package_name"]
+        paths += [
+            str(package / "postgres.py"),
+            "tests/pg_cluster.py",
+            "tests/pg_database.py",
+            "tests/test_database_outage.py",
+        ]
     if answers["use_celery"] != "y":
         package = Path("src") / answers["package_name"]
         paths += [

@@ -12,6 +12,8 @@ from typing import Any
 from alembic import context
 from flask import current_app
 
+from {{ cookiecutter.package_name }}.database import unhurried
+
 log = logging.getLogger("alembic.env")
 
 migrate_ext = current_app.extensions["migrate"]
@@ -46,7 +48,8 @@ def run_migrations_online() -> None:
         context.configure(
             connection=connection, target_metadata=target_metadata, **options
         )
-        with context.begin_transaction():
+        # A migration may rewrite a large table: no statement or answer timeout.
+        with context.begin_transaction(), unhurried(connection):
             context.run_migrations()
 
 

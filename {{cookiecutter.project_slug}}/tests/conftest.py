@@ -58,6 +58,13 @@ _APP_VARIABLES = (
     "CORS_ORIGINS",
     "CORS_ALLOW_CREDENTIALS",
     "CORS_MAX_AGE",
+    "DATABASE_POOL_TIMEOUT",
+    "DATABASE_CONNECT_TIMEOUT",
+    "DATABASE_STATEMENT_TIMEOUT",
+    "DATABASE_ANSWER_TIMEOUT",
+    "DATABASE_KEEPALIVES_IDLE",
+    "DATABASE_TCP_USER_TIMEOUT",
+    "DATABASE_BUSY_TIMEOUT",
 {%- if cookiecutter.use_celery == "y" %}
     # The session's Redis is read before this list is cleared (redis_server).
     "REDIS_URL",

@@ -8,8 +8,10 @@ import pytest
 
 from {{ cookiecutter.package_name }} import config, create_app
 from {{ cookiecutter.package_name }}.config import (
+    ANSWER_TIMEOUT,
     EXAMPLE_SECRET_KEY,
     ConfigError,
+    engine_options,
     load_config,
     normalize_database_url,
 )
@@ -138,6 +140,23 @@ def test_engine_options_come_from_config(make_app) -> None:
     assert options["pool_pre_ping"] is True
     assert options["pool_recycle"] == 1800
     assert options["pool_size"] == 5
+
+
+def test_every_database_wait_has_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    postgresql = engine_options("postgresql+psycopg://u@db/app")
+    assert postgresql["pool_timeout"] == 10
+    args = postgresql["connect_args"]
+    assert args["connect_timeout"] == 3
+    assert args["options"] == "-c statement_timeout=10000"
+    assert args[ANSWER_TIMEOUT] == 15
+    assert (args["keepalives"], args["keepalives_idle"]) == (1, 30)
+    assert args["tcp_user_timeout"] == 15000
+    assert engine_options("sqlite:///app.db")["connect_args"] == {"timeout": 5}
+
+    monkeypatch.setenv("DATABASE_STATEMENT_TIMEOUT", "0")
+    unbounded = engine_options("postgresql+psycopg://u@db/app")["connect_args"]
+    assert unbounded["options"] == "-c statement_timeout=0"
+    assert unbounded[ANSWER_TIMEOUT] == 0  # no answer timeout either
 
 
 def test_dotenv_is_read_in_development_only(

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import accounts, cli, config, http, logs, metrics
+from . import accounts, cli, config, database, http, logs, metrics
 {%- if cookiecutter.use_celery == "y" %}
 from .celery_app import init_celery
 {%- endif %}
@@ -79,6 +79,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     init_sentry(app.config)
     trust_proxies(app, app.config["PROXY_HOPS"])
     db.init_app(app)
+    database.init_app(app)
     migrate.init_app(app, db)
     http.init_app(app)
     metrics.init_app(app)

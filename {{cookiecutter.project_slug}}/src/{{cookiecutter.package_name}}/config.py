@@ -17,6 +17,8 @@ from limits import parse_many
 
 EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"  # noqa: S105 - refused
 MIN_SECRET_KEY_LENGTH = 32
+# A connect argument the app reads and libpq never sees (see database.py).
+ANSWER_TIMEOUT = "answer_timeout"
 
 
 class ConfigError(RuntimeError):
@@ -85,8 +87,18 @@ def normalize_database_url(url: str) -> str:
 
 
 def engine_options(url: str) -> dict[str, Any]:
-    """Pool settings: check connections before use, recycle them before
-    servers or proxies drop idle ones, bound the pool per process."""
+    """Pool settings and bounded waits (see database.py).
+
+    Connections are checked before use and recycled before servers or
+    proxies drop idle ones; the pool is bounded per process, and a request
+    waits at most ``DATABASE_POOL_TIMEOUT`` for a free connection. On
+    PostgreSQL the server cancels a statement after
+    ``DATABASE_STATEMENT_TIMEOUT``, the app gives a connection up when the
+    server has not answered for ``DATABASE_ANSWER_TIMEOUT`` (a frozen
+    server cancels nothing), and TCP keepalives and ``tcp_user_timeout``
+    let the kernel notice a peer that is gone. SQLite waits up to
+    ``DATABASE_BUSY_TIMEOUT`` for another writer's lock.
+    """
     if url in ("sqlite://", "sqlite:///:memory:"):
         return {}  # one shared in-memory connection; nothing to size
     options: dict[str, Any] = {
@@ -96,10 +108,25 @@ def engine_options(url: str) -> dict[str, Any]:
         "max_overflow": env_int("DATABASE_MAX_OVERFLOW", 5),
         "pool_timeout": env_int("DATABASE_POOL_TIMEOUT", 10),
     }
+    if url.startswith("sqlite"):
+        options["connect_args"] = {"timeout": env_int("DATABASE_BUSY_TIMEOUT", 5)}
     if url.startswith("postgresql"):
+        statement_timeout = env_int("DATABASE_STATEMENT_TIMEOUT", 10)
+        answer_timeout = env_int(
+            "DATABASE_ANSWER_TIMEOUT", statement_timeout + 5 if statement_timeout else 0
+        )
         options["connect_args"] = {
             "connect_timeout": env_int("DATABASE_CONNECT_TIMEOUT", 3),
             "application_name": env_str("DATABASE_APPLICATION_NAME", "web"),
+            "options": f"-c statement_timeout={statement_timeout * 1000}",
+            "keepalives": 1,
+            "keepalives_idle": env_int("DATABASE_KEEPALIVES_IDLE", 30),
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "tcp_user_timeout": env_int("DATABASE_TCP_USER_TIMEOUT", answer_timeout)
+            * 1000,
+            # Not a libpq parameter: database.py takes it out (see there).
+            ANSWER_TIMEOUT: answer_timeout,
         }
     return options
 

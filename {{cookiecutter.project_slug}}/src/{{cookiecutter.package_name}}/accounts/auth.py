@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 from flask import Flask, current_app, g, request
 from flask.wrappers import Response
 from flask_httpauth import HTTPTokenAuth
+from sqlalchemy.exc import SQLAlchemyError
 
 from .. import logs
 from ..http.problems import problem
@@ -51,10 +52,16 @@ def identify() -> Identity | None:
     first (a caller with a valid token is no failed authentication), then
     the route's ``@require`` gets the same answer without a second query.
     """
+    if "identity_error" in g:
+        raise g.identity_error
     if "identity" not in g:
         presented = auth.get_auth()
         secret = presented.token if presented is not None else None
-        g.identity = _authenticate(secret) if secret else None
+        try:
+            g.identity = _authenticate(secret) if secret else None
+        except SQLAlchemyError as exc:
+            g.identity_error = exc  # one wait per request on a database away
+            raise
     identity: Identity | None = g.identity
     return identity
 

@@ -50,6 +50,7 @@ from sqlalchemy import type_coerce as as_type
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import ColumnElement
 
+from ..database import unhurried
 from ..extensions import db
 from .models import Event
 from .schemas import ExportFilters
@@ -297,7 +298,7 @@ def _text_rows(
 def csv_chunks(owner_id: int, filters: ExportFilters) -> Generator[bytes]:
     """``owner_id``'s CSV file, one chunk per batch of rows, the header
     with the first."""
-    with db.engine.connect() as connection:
+    with db.engine.connect() as connection, unhurried(connection):
         body = (
             _copy_csv(connection, owner_id, filters)
             if connection.dialect.name == "postgresql"
@@ -322,6 +323,6 @@ def _csv_batches(
 
 def ndjson_chunks(owner_id: int, filters: ExportFilters) -> Generator[bytes]:
     """``owner_id``'s events, one JSON object per line, one chunk per batch."""
-    with db.engine.connect() as connection:
+    with db.engine.connect() as connection, unhurried(connection):
         for rows in _text_rows(connection, owner_id, filters, spreadsheet=False):
             yield "".join(map(_json_line, rows)).encode()

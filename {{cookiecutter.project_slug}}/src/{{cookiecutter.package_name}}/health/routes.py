@@ -1,24 +1,23 @@
 """``/healthz`` says the process answers; ``/readyz`` says it can do work.
 
 Liveness does no I/O, so a slow database never gets healthy workers killed.
-Readiness checks the database with a short timeout, so a load balancer stops
-sending traffic while it is unreachable.
+Readiness checks the database within ``READINESS_TIMEOUT_SECONDS``, however
+the database fails (refused, frozen, slow), so a load balancer stops sending
+traffic while it is unreachable and sends it again once it answers.
 """
 
 from __future__ import annotations
-
-import logging
 
 from flask import Blueprint, current_app
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..database import answer_within, outage
 from ..extensions import db
 from ..http.problems import problem
 
 bp = Blueprint("health", __name__)
-log = logging.getLogger(__name__)
 
 
 @bp.get("/healthz")
@@ -27,8 +26,9 @@ def healthz() -> dict[str, str]:
 
 
 def check_database(timeout_seconds: int) -> None:
-    """Run ``SELECT 1``, bounded by ``timeout_seconds`` on PostgreSQL."""
-    with db.engine.connect() as connection:
+    """Run ``SELECT 1``; on PostgreSQL every wait, for a connection or for
+    the server's answer, ends within ``timeout_seconds``."""
+    with answer_within(timeout_seconds), db.engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(
                 text("SELECT set_config('statement_timeout', :ms, true)"),
@@ -42,7 +42,9 @@ def readyz() -> ResponseReturnValue:
     try:
         check_database(current_app.config["READINESS_TIMEOUT_SECONDS"])
     except SQLAlchemyError as exc:
-        log.warning("readiness check failed: %s", type(exc).__name__)
+        # Counted with the requests' failures: one log line per outage,
+        # however often the load balancer asks.
+        outage().failed(exc)
         return problem(
             503,
             "Service Unavailable",

@@ -48,6 +48,7 @@ from flask import Flask, current_app, request
 from flask.wrappers import Response
 from flask_limiter import ApplicationLimit, Limiter, RequestLimit
 from limits.errors import ConfigurationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import ConfigError
 
@@ -84,7 +85,13 @@ def _authenticated() -> bool:
     (no storage round trip on the requests that matter)."""
     from ..accounts import identify  # accounts builds on this package
 
-    return identify() is not None
+    try:
+        return identify() is not None
+    except SQLAlchemyError:
+        # The database cannot tell now: no failed authentication either.
+        # The route asks again and answers the outage (a 503); raised here,
+        # Flask-Limiter would take it for its own storage failing.
+        return True
 
 
 def _not_limited() -> bool:
