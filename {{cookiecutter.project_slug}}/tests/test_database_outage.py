@@ -173,6 +173,31 @@ def test_a_stopped_server_gives_503_until_it_is_back(
     assert outage_app.test_client(token=None).get("/readyz").status_code == 200
 
 
+def test_an_export_meeting_a_stopped_server_is_a_503_not_a_broken_file(
+    cluster: Cluster,
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cached token lets the request past authentication to the export,
+    whose first chunk, made in the view, meets the stopped server: the
+    client gets a problem, not a 200 that breaks off or gunicorn's HTML."""
+    for name, value in TIMEOUTS.items():
+        monkeypatch.setenv(name, value)
+    app = make_app(SQLALCHEMY_DATABASE_URI=cluster.url, TOKEN_CACHE_SECONDS=300)
+    client = app.test_client()
+    paths = ["/api/events/export.csv", "/api/events/export.ndjson"]
+    assert [client.get(path).status_code for path in paths] == [200, 200]
+    cluster.stop()
+    try:
+        for path in paths:
+            response, took = timed(lambda path=path: client.get(path))
+            assert_unavailable(response)
+            assert took < FROZEN_BOUND
+    finally:
+        cluster.start()
+    assert [client.get(path).status_code for path in paths] == [200, 200]
+
+
 def test_a_statement_over_the_statement_timeout_gives_503(outage_app: Flask) -> None:
     def sleep() -> dict[str, str]:
         db.session.execute(text("SELECT pg_sleep(5)"))
