@@ -44,6 +44,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
         paths += [
             str(package / "celery_app.py"),
             str(package / "worker.py"),
+            str(package / "worker_consumer.py"),
             str(package / "jobs"),
             str(package / "exports"),
             str(package / "metrics" / "tasks.py"),
@@ -53,6 +54,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             "tests/test_tasks.py",
             "tests/test_task_metrics.py",
             "tests/test_worker_process.py",
+            "tests/test_broker_outage.py",
             "tests/worker_gate.py",
         ]
     return paths

@@ -44,8 +44,7 @@ def submit_job(owner_id: int, kind: str, params: dict[str, Any], task: Task) -> 
     db.session.commit()
     try:
         enqueue(task, str(job.id), owner_id, task_id=str(job.id))
-    except ENQUEUE_ERRORS as exc:
-        log.warning("could not enqueue job %s: %s", job.id, exc)
+    except ENQUEUE_ERRORS as exc:  # logged by enqueue, once per outage
         finish(job, JobStatus.FAILED, error="could not enqueue: broker unreachable")
         raise BrokerUnavailableError(job) from exc
     return job
