@@ -50,6 +50,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
         paths += [
             str(package / "celery_app.py"),
             str(package / "worker.py"),
+            str(package / "worker_consumer.py"),
             str(package / "jobs"),
             str(package / "exports"),
             str(package / "metrics" / "tasks.py"),
@@ -62,6 +63,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             "tests/test_job_reaper.py",
             "tests/test_task_metrics.py",
             "tests/test_worker_process.py",
+            "tests/test_broker_outage.py",
             "tests/worker_gate.py",
             "tests/overrun_task.py",
         ]

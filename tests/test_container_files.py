@@ -136,6 +136,23 @@ def test_web_outlasts_gunicorns_graceful_timeout(
         assert seconds(services(project)["worker"]["stop_grace_period"]) > graceful
 
 
+def test_celery_processes_are_restarted_when_they_exit(
+    stack_bake: tuple[Path, dict[str, str]],
+) -> None:
+    """The worker outlives Redis outages by itself; whatever else stops it
+    (or beat) is left to the restart policy (deploy/README.md)."""
+    project, answers = stack_bake
+    if answers["use_celery"] != "y":
+        pytest.skip("no Celery in this bake")
+    for path in (COMPOSE, COMPOSE_PROD):
+        stack = services(project, path)
+        for name in ("worker", "beat"):
+            assert stack[name].get("restart") in ("on-failure", "unless-stopped"), (
+                path,
+                name,
+            )
+
+
 def condition(service: dict[str, Any], dependency: str) -> str | None:
     return service.get("depends_on", {}).get(dependency, {}).get("condition")
 

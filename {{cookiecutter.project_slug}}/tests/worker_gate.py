@@ -3,8 +3,9 @@
 With WORKER_GATE_DIR set, the first task to reach WORKER_GATE_PHASE
 (``prerun``: received, before its body; ``postrun``: its body done and
 committed, its message not yet acknowledged) writes ``reached-<pid>`` there
-and waits, so a test can kill that exact process at that exact point. Later
-tasks pass straight through.
+and waits, so a test can kill that exact process at that exact point, or
+break something else and then let the task go on by writing ``release``
+there. Later tasks pass straight through.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _hold(phase: str) -> None:
     if any(gate.glob("reached-*")):
         return
     (gate / f"reached-{os.getpid()}").write_text(phase)
-    while True:  # until the test kills this process
+    while not (gate / "release").exists():  # or the test kills this process
         time.sleep(0.1)
 
 

@@ -35,6 +35,7 @@ from . import logs, sentry
 from .background import ensure_plain_call
 from .extensions import db
 from .metrics import tasks as task_metrics
+from .outages import Outage
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ ENQUEUE_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.TimeoutError,
     OSError,
 )
+# Sends that failed because Redis was away: logged once per outage.
+BROKER = Outage("broker")
 
 
 def sender_request_id() -> str:
@@ -166,6 +169,8 @@ def init_celery(app: Flask) -> Celery:
     celery.config_from_object(settings)
     celery.conf.task_queues = [Queue(name) for name in QUEUES]
     celery.conf.task_routes = {"exports.*": {"queue": "exports"}}
+    # Outlives Redis dropping mid-task (see worker_consumer).
+    celery.conf.worker_consumer = f"{__package__}.worker_consumer:Consumer"
     celery.conf.beat_schedule = beat_schedule()
     celery.conf.beat_schedule_filename = str(
         Path(app.instance_path) / "celerybeat-schedule"
@@ -207,9 +212,20 @@ def close_celery(celery: Celery) -> None:
 
 
 def enqueue(task: Task, /, *args: Any, task_id: str | None = None) -> Any:
-    """Send ``task`` through the Celery app of the current Flask app."""
+    """Send ``task`` through the Celery app of the current Flask app.
+
+    Gives up within ``CELERY_BROKER_TIMEOUT_SECONDS`` when Redis is down or
+    frozen, raising one of ``ENQUEUE_ERRORS``; the first failure of an
+    outage is logged, the rest only counted.
+    """
     celery: Celery = current_app.extensions["celery"]
-    return celery.tasks[task.name].apply_async(args, task_id=task_id)
+    try:
+        sent = celery.tasks[task.name].apply_async(args, task_id=task_id)
+    except ENQUEUE_ERRORS as exc:
+        BROKER.failed(exc)
+        raise
+    BROKER.answered()
+    return sent
 
 
 @setup_logging.connect(weak=False)

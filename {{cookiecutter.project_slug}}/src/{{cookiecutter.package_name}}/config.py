@@ -152,13 +152,26 @@ def celery_settings(redis_url: str | None) -> dict[str, Any]:
             "CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT "
             f"({visibility_timeout} <= {hard_limit})"
         )
-    # Fail fast when Redis is down: a request enqueueing work answers in
-    # about a second instead of hanging.
-    connect_timeout = float(env_int("CELERY_BROKER_CONNECT_TIMEOUT_MS", 500)) / 1000
+    enqueue_timeout = env_int("CELERY_BROKER_TIMEOUT_SECONDS", 3)
+    if enqueue_timeout < 1:
+        raise ConfigError(
+            f"CELERY_BROKER_TIMEOUT_SECONDS must be at least 1, got {enqueue_timeout}"
+        )
+    # Sending a task waits on Redis at most twice (connecting, one command),
+    # each wait bounded by half the budget, and is not retried: a request
+    # that enqueues work answers 503 within CELERY_BROKER_TIMEOUT_SECONDS
+    # when Redis is down or frozen, instead of holding its thread.
+    wait = enqueue_timeout / 2
     transport_options: dict[str, Any] = {
         "visibility_timeout": visibility_timeout,
-        "socket_connect_timeout": connect_timeout,
-        "socket_timeout": 10,
+        "socket_timeout": wait,
+        "socket_connect_timeout": wait,
+        # Lets the kernel notice a peer gone without closing (a partition,
+        # a dead host) on long-lived idle connections.
+        "socket_keepalive": True,
+        # Connecting to send is tried once, without kombu's 2 s pause and
+        # second try; the worker's own reconnect loop is not affected.
+        "max_retries": 0,
     }
     backend_options: dict[str, Any] = {}
     key_prefix = env_str("CELERY_KEY_PREFIX")
@@ -170,15 +183,17 @@ def celery_settings(redis_url: str | None) -> dict[str, Any]:
         "result_backend": env_str("CELERY_RESULT_BACKEND", redis_url),
         "broker_transport_options": transport_options,
         "result_backend_transport_options": backend_options,
-        "redis_socket_connect_timeout": connect_timeout,
-        "redis_socket_timeout": 10,
+        "broker_connection_timeout": wait,
+        "redis_socket_connect_timeout": wait,
+        "redis_socket_timeout": wait,
+        "redis_socket_keepalive": True,
         "broker_connection_retry_on_startup": True,
-        "task_publish_retry_policy": {
-            "max_retries": 1,
-            "interval_start": 0,
-            "interval_step": 0.2,
-            "interval_max": 0.2,
-        },
+        # A worker that lost Redis keeps trying to reconnect, however long
+        # the outage (the default gives up after 100 tries).
+        "broker_connection_max_retries": None,
+        # No retry: redis-py already replaces a pooled connection that a
+        # restarted Redis closed, and a retry would double the wait.
+        "task_publish_retry": False,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import timedelta
 from typing import Any, cast
@@ -15,8 +14,6 @@ from ..extensions import db
 from ..sqltypes import utcnow
 from .errors import JobError
 from .models import FINISHED, Job, JobStatus
-
-log = logging.getLogger(__name__)
 
 
 class BrokerUnavailableError(RuntimeError):
@@ -45,8 +42,7 @@ def submit_job(owner_id: int, kind: str, params: dict[str, Any], task: Task) -> 
     db.session.commit()
     try:
         enqueue(task, str(job.id), owner_id, task_id=str(job.id))
-    except ENQUEUE_ERRORS as exc:
-        log.warning("could not enqueue job %s: %s", job.id, exc)
+    except ENQUEUE_ERRORS as exc:  # logged by enqueue, once per outage
         finish(job, JobStatus.FAILED, error=JobError.BROKER_UNAVAILABLE)
         raise BrokerUnavailableError(job) from exc
     return job
