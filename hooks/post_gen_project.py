@@ -38,7 +38,12 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
     """Files that belong to options not chosen."""
     paths: list[str] = []
     if answers["database"] != "postgresql":
-        paths.append("tests/pg_database.py")
+        paths += [
+            "tests/pg_database.py",
+            str(Path("src") / answers["package_name"] / "loop_monitor.py"),
+            "tests/test_gevent_worker.py",
+            "tests/slow_app.py",
+        ]
     if answers["use_celery"] != "y":
         package = Path("src") / answers["package_name"]
         paths += [
