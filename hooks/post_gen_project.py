@@ -41,9 +41,12 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
         package = Path("src") / answers["package_name"]
         paths += [
             str(package / "postgres.py"),
+            str(package / "loop_monitor.py"),
             "tests/pg_cluster.py",
             "tests/pg_database.py",
             "tests/test_database_outage.py",
+            "tests/test_gevent_worker.py",
+            "tests/slow_app.py",
         ]
     if answers["use_celery"] != "y":
         package = Path("src") / answers["package_name"]

@@ -8,9 +8,9 @@ environment with a default meant for one container behind nginx on the same
 host (deploy/nginx/nginx.conf); deploy/README.md lists the variables.
 Command-line flags and ``GUNICORN_CMD_ARGS`` still override this file.
 
-Values that would break the deployment quietly (gevent without a
-cooperative database driver, threads on sync workers, a misspelt variable)
-stop gunicorn with a message naming the variable.
+Values that would break the deployment quietly (gevent on SQLite, threads
+on sync workers, a misspelt variable) stop gunicorn with a message naming
+the variable.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ WORKER_CLASSES = ("gthread", "sync", "gevent")
 DEFAULT_BIND = "127.0.0.1:8000"
 DEFAULT_MAX_WORKERS = 8
 DEFAULT_THREADS = 4
+# A greenlet that keeps the gevent loop longer than this stalls every other
+# request of its worker; the loop monitor logs it (deploy/README.md).
+DEFAULT_GEVENT_MAX_BLOCKING_SECONDS = 0.2
 # nginx's proxy_read_timeout is this plus a margin, and its upstream
 # keepalive_timeout (60s) is below DEFAULT_KEEPALIVE, so nginx closes idle
 # upstream connections before gunicorn does. The template's tests check both.
@@ -62,7 +65,7 @@ KNOWN_VARIABLES = frozenset(
         "CONTROL_SOCKET",
         "ERROR_LOG",
         "FORWARDED_ALLOW_IPS",
-        "GEVENT_PATCHED_DB",
+        "GEVENT_MAX_BLOCKING_SECONDS",
         "GRACEFUL_TIMEOUT",
         "KEEPALIVE",
         "LOG_LEVEL",
@@ -82,6 +85,12 @@ KNOWN_VARIABLES = frozenset(
     )
 )
 
+# Variables earlier versions read, and what to do instead.
+RETIRED_VARIABLES = {
+    PREFIX + "GEVENT_PATCHED_DB": "psycopg 3 cooperates with gevent by itself; "
+    "remove it",
+}
+
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
@@ -93,6 +102,9 @@ class GunicornConfigError(RuntimeError):
 def check_variables(environ: Mapping[str, str]) -> None:
     """Refuse unknown ``GUNICORN_`` variables: a typo such as
     ``GUNICORN_WORKER=4`` would otherwise be ignored without a word."""
+    for name, advice in RETIRED_VARIABLES.items():
+        if name in environ:
+            raise GunicornConfigError(f"{name} is no longer read: {advice}")
     unknown = sorted(
         name
         for name in environ
@@ -122,6 +134,20 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
         ) from None
     if value < minimum:
         raise GunicornConfigError(f"{PREFIX}{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def env_seconds(name: str, default: float) -> float:
+    """``GUNICORN_<name>`` as a number of seconds, at least 0."""
+    raw = env_str(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or math.isinf(value):
+        raise GunicornConfigError(
+            f"{PREFIX}{name} must be a number of seconds >= 0, got {raw!r}"
+        )
     return value
 
 
@@ -227,11 +253,11 @@ def worker_count() -> int:
 def chosen_worker_class() -> str:
     """``GUNICORN_WORKER_CLASS``: gthread (default), sync or gevent.
 
-    gevent is refused unless ``GUNICORN_GEVENT_PATCHED_DB=1`` says the
-    database driver cooperates with it (monkey-patched sockets and a driver
-    that waits through them). A driver that blocks in C code, such as
-    psycopg without that setup, stalls every greenlet of the worker on each
-    query and the worker spins its CPU.
+    gevent needs PostgreSQL: psycopg 3 (>= 3.1.14) waits on the database
+    through gevent, so a query waiting in PostgreSQL lets the worker serve
+    others. SQLite's calls run in C and hold the loop; worse, a greenlet
+    waiting for SQLite's write lock holds it while the greenlet that owns
+    the lock cannot run to release it.
     """
     name = env_str("WORKER_CLASS", "gthread").lower()
     if name not in WORKER_CLASSES:
@@ -239,15 +265,28 @@ def chosen_worker_class() -> str:
             f"{PREFIX}WORKER_CLASS must be one of {', '.join(WORKER_CLASSES)}, "
             f"got {name!r}"
         )
-    if name == "gevent" and not env_bool("GEVENT_PATCHED_DB", default=False):
+{%- if cookiecutter.database == "postgresql" %}
+    if name == "gevent" and not is_postgresql(os.environ.get("DATABASE_URL", "")):
         raise GunicornConfigError(
-            f"{PREFIX}WORKER_CLASS=gevent needs a database driver that "
-            "cooperates with gevent; a blocking driver (psycopg as installed) "
-            "stalls every request of the worker and pegs its CPU. Make the "
-            f"driver cooperative, then set {PREFIX}GEVENT_PATCHED_DB=1, or "
-            "use gthread."
+            f"{PREFIX}WORKER_CLASS=gevent needs DATABASE_URL to name a PostgreSQL "
+            "server: SQLite calls block every request of a gevent worker. "
+            "Set DATABASE_URL, or use gthread."
         )
+{%- else %}
+    if name == "gevent":
+        raise GunicornConfigError(
+            f"{PREFIX}WORKER_CLASS=gevent needs DATABASE_URL to name a PostgreSQL "
+            "server, and this project runs on SQLite, whose calls block every "
+            "request of a gevent worker: use gthread."
+        )
+{%- endif %}
     return name
+{%- if cookiecutter.database == "postgresql" %}
+
+
+def is_postgresql(database_url: str) -> bool:
+    return database_url.startswith(("postgres://", "postgresql://", "postgresql+"))
+{%- endif %}
 
 
 def thread_count(worker_class_name: str) -> int:
@@ -315,6 +354,23 @@ class JsonAccessLogger(Logger):
         if atoms.get("B") is None:
             atoms["B"] = 0
         return atoms
+{%- if cookiecutter.database == "postgresql" %}
+
+
+def post_worker_init(worker: Any) -> None:
+    """Under gevent, watch for greenlets that hold the loop: the app is
+    loaded and gevent has patched the standard library by now, and the
+    loop has not started."""
+    if worker.cfg.worker_class_str == "gevent" and gevent_max_blocking_seconds > 0:
+        from {{ cookiecutter.package_name }}.loop_monitor import watch_event_loop
+
+        watch_event_loop(gevent_max_blocking_seconds)
+        worker.log.info(
+            "worker %s logs greenlets that block the loop for over %gs",
+            worker.pid,
+            gevent_max_blocking_seconds,
+        )
+{%- endif %}
 
 
 def dispose_engines(flask_app: Any) -> int:
@@ -419,6 +475,10 @@ worker_class = chosen_worker_class()
 workers = worker_count()
 threads = thread_count(worker_class)
 worker_connections = env_int("WORKER_CONNECTIONS", 1000, minimum=1)
+# Not a gunicorn setting; post_worker_init reads it. 0 turns the monitor off.
+gevent_max_blocking_seconds = env_seconds(
+    "GEVENT_MAX_BLOCKING_SECONDS", DEFAULT_GEVENT_MAX_BLOCKING_SECONDS
+)
 
 # nginx refuses oversized requests first, as problem+json
 # (deploy/nginx/snippets/http.conf: large_client_header_buffers 4 4k, a
