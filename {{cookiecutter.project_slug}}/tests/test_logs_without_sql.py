@@ -19,16 +19,16 @@ from {{ cookiecutter.package_name }}.logs import make_formatter
 from support import CapturingTransport
 
 SECRET = "hunter2-parameter"  # noqa: S105 - a value to look for, not a secret
+# Put together at run time: the traceback of Python 3.13 quotes the test's own
+# source lines, which must not count as the statement showing through.
+STATEMENT = " ".join(["SELECT no_such_column", "FROM accounts WHERE name = :name"])
 
 
 def failed_statement(app: Flask) -> StatementError:
     """A real error from the app's database, with a bound parameter."""
     with app.app_context():
         try:
-            db.session.execute(
-                text("SELECT no_such_column FROM accounts WHERE name = :name"),
-                {"name": SECRET},
-            )
+            db.session.execute(text(STATEMENT), {"name": SECRET})
         except StatementError as error:
             db.session.rollback()
             return error
@@ -54,7 +54,7 @@ def test_tracebacks_and_messages_lose_the_statement(
     assert "no_such_column" in str(error)
     assert SECRET in str(error)
     line = make_formatter(json_lines).format(record_of(error, message, error))
-    assert "no_such_column FROM" not in line
+    assert "no_such_column FROM accounts" not in line
     assert SECRET not in line
     assert "[SQL:" not in line
     assert "query failed" in line
@@ -84,10 +84,7 @@ def test_sentry_events_lose_the_statement(
 
     @app.get("/bad-query")
     def bad_query() -> str:
-        db.session.execute(
-            text("SELECT no_such_column FROM accounts WHERE name = :name"),
-            {"name": SECRET},
-        )
+        db.session.execute(text(STATEMENT), {"name": SECRET})
         return "unreachable"
 
     response = app.test_client().get("/bad-query")
