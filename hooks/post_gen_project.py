@@ -58,6 +58,8 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             "tests/test_worker_process.py",
             "tests/worker_gate.py",
             "tests/overrun_task.py",
+            "tests/test_worker_memory.py",
+            "tests/memory_probe.py",
         ]
     return paths
 
