@@ -48,9 +48,11 @@ SHARED_STATE_MODULES = (
     "werkzeug",
     "sqlalchemy",
     "flask_sqlalchemy",
+{%- if cookiecutter.use_celery == "y" %}
     "celery",
     "kombu",
     "redis",
+{%- endif %}
     "logging",
     "threading",
     "socket",
