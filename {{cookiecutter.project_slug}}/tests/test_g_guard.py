@@ -106,7 +106,7 @@ def test_production_does_not_measure_unless_enabled(
     assert (enabled.G_SIZE_CHECK, enabled.G_SIZE_LIMIT_BYTES) == ("warn", 4096)
 
 
-def test_production_config_off_measures_nothing(
+def test_off_measures_nothing(
     make_app: Callable[..., Flask],
 ) -> None:
     app = with_g_routes(make_app(G_SIZE_CHECK="off"))

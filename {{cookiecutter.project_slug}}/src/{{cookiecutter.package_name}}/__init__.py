@@ -80,7 +80,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     init_sentry(app.config)
     trust_proxies(app, app.config["PROXY_HOPS"])
     # First: its teardown then runs after every other one (Flask runs them
-    # in reverse), so a failing check skips none of them.
+    # in reverse), so a failing check skips no other one.
     g_guard.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db)

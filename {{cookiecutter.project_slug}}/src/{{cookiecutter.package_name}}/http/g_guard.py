@@ -185,7 +185,7 @@ def init_app(app: Flask) -> None:
     """Check ``g`` at the end of every request, unless ``G_SIZE_CHECK`` is
     ``off``. Call it before any other extension registers a teardown:
     Flask runs them in reverse, so this one runs last and, failing, skips
-    none of them."""
+    no other teardown function."""
     mode = app.config["G_SIZE_CHECK"]
     limit = app.config["G_SIZE_LIMIT_BYTES"]
     if mode not in MODES:
