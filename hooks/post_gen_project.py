@@ -69,6 +69,8 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             "tests/test_broker_outage.py",
             "tests/worker_gate.py",
             "tests/overrun_task.py",
+            "tests/test_worker_memory.py",
+            "tests/memory_probe.py",
         ]
     return paths
 

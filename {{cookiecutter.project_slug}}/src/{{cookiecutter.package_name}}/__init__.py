@@ -26,6 +26,7 @@ from .exports import bp as exports_bp
 {%- endif %}
 from .extensions import db, migrate
 from .health import bp as health_bp
+from .http import g_guard
 {%- if cookiecutter.use_celery == "y" %}
 from .jobs import bp as jobs_bp
 {%- endif %}
@@ -78,6 +79,9 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     logs.configure_logging(app.config["LOG_LEVEL"], json=app.config["LOG_JSON"])
     init_sentry(app.config)
     trust_proxies(app, app.config["PROXY_HOPS"])
+    # First: its teardown then runs after every other one (Flask runs them
+    # in reverse), so a failing check skips no other one.
+    g_guard.init_app(app)
     db.init_app(app)
     database.init_app(app)
     migrate.init_app(app, db)

@@ -247,6 +247,12 @@ class BaseConfig:
         self.SENTRY_TRACES_SAMPLE_RATE = env_fraction("SENTRY_TRACES_SAMPLE_RATE", 0.0)
         # Prometheus metrics at /metrics (see the README's Metrics section).
         self.METRICS_ENABLED = env_flag("METRICS_ENABLED", True)
+        # What a request may leave on g (see http/g_guard.py): off, warn, fail.
+        self.G_SIZE_CHECK = env_str(
+            "G_SIZE_CHECK",
+            {"development": "warn", "testing": "fail"}.get(self.ENV_NAME, "off"),
+        )
+        self.G_SIZE_LIMIT_BYTES = env_int("G_SIZE_LIMIT_BYTES", 1024 * 1024)
 {%- if cookiecutter.use_celery == "y" %}
         self.REDIS_URL = env_str("REDIS_URL")
         self.CELERY = celery_settings(self.REDIS_URL)
