@@ -1,7 +1,7 @@
 """Under gunicorn's gevent worker, name the request that holds the loop.
 
 A gevent worker serves all its requests on one thread and switches between
-them only when one waits (for PostgreSQL, Redis, a client). A request that
+them only when one waits (for PostgreSQL, a cache, a client). A request that
 computes for long, or calls something that blocks without yielding (a C
 library, a file on a slow disk), stalls every other request of the worker
 meanwhile. gevent's monitor thread notices when the loop has not switched
