@@ -13,11 +13,11 @@ KEPT = (".venv/installed-marker", "instance/app.db", ".env")
 
 
 def bake_demo(run_dir: Path) -> str:
-    """The recipe ``make run`` depends on, without serving."""
-    result = run(
-        ["make", "--no-print-directory", f"RUN_DIR={run_dir}", f"{run_dir}/.baked"],
-        REPO_ROOT,
-    )
+    """The recipe ``make run`` depends on, without serving; ``-o venv``
+    leaves the template's own virtualenv (this test's) alone."""
+    target = f"{run_dir}/.baked"
+    command = ["make", "--no-print-directory", "-o", "venv", f"RUN_DIR={run_dir}"]
+    result = run([*command, target], REPO_ROOT)
     assert result.returncode == 0, result.stdout
     return result.stdout
 
