@@ -1,7 +1,9 @@
 # Template-level tasks. The generated project has its own Makefile.
 #
 #   make test   install the dev tools into .venv and run the template test suite
-#   make run    bake the template with its defaults and run the demo service
+#   make run    bake the template with its defaults and run the demo service;
+#               bakes again only when the template changed, keeping the demo's
+#               virtualenv, instance/ (database, local broker) and .env
 #   make lock   regenerate the generated project's lock files (scripts/lock.py);
 #               LOCK_ARGS=--upgrade moves every pin to the newest allowed
 
@@ -13,6 +15,10 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 RUN_DIR ?= build/demo
+RUN_STAMP := $(RUN_DIR)/.baked
+# Everything a bake reads: a change to any of them bakes the demo again.
+TEMPLATE_SOURCES := cookiecutter.json template_answers.py $(wildcard hooks/*.py) \
+	$(shell find '{{cookiecutter.project_slug}}' -type f -not -name '*.pyc')
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
@@ -21,14 +27,28 @@ PORT ?= 5000
 test: venv nginx
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
 
-run: venv
-	@case "$(RUN_DIR)" in ""|/|.|..) echo "refusing RUN_DIR='$(RUN_DIR)'" >&2; exit 1;; esac
-	rm -rf -- "$(RUN_DIR)"
-	mkdir -p -- "$(RUN_DIR)"
-	$(VENV)/bin/cookiecutter --no-input --default-config --output-dir "$(RUN_DIR)" .
+run: $(RUN_STAMP)
 	project="$$(find "$(RUN_DIR)" -mindepth 1 -maxdepth 1 -type d)"; \
 	test -d "$$project" || { echo "no project baked in $(RUN_DIR)" >&2; exit 1; }; \
 	$(MAKE) -C "$$project" run HOST="$(HOST)" PORT="$(PORT)"
+
+# Bake beside the last demo, move its virtualenv, instance/ and .env into the
+# new bake, then swap. Same path, so the virtualenv's scripts and editable
+# install still point at the right place; a pyproject.toml or lock that did
+# not change keeps its time, so the project's `make install` has nothing to do.
+$(RUN_STAMP): $(TEMPLATE_SOURCES) | venv
+	@case "$(RUN_DIR)" in ""|/|.|..) echo "refusing RUN_DIR='$(RUN_DIR)'" >&2; exit 1;; esac
+	rm -rf -- "$(RUN_DIR).next"
+	$(VENV)/bin/cookiecutter --no-input --default-config --output-dir "$(RUN_DIR).next" .
+	@set -e; name="$$(ls "$(RUN_DIR).next")"; old="$(RUN_DIR)/$$name"; new="$(RUN_DIR).next/$$name"; \
+	for kept in .venv instance .env; do \
+		if [ -e "$$old/$$kept" ]; then mv -- "$$old/$$kept" "$$new/"; fi; \
+	done; \
+	for file in pyproject.toml requirements/requirements-dev.lock; do \
+		if cmp -s "$$old/$$file" "$$new/$$file"; then touch -r "$$old/$$file" "$$new/$$file"; fi; \
+	done; \
+	rm -rf -- "$(RUN_DIR)"; mv -- "$(RUN_DIR).next" "$(RUN_DIR)"
+	touch "$@"
 
 lock: venv
 	$(VENV_PYTHON) scripts/lock.py $(LOCK_ARGS)

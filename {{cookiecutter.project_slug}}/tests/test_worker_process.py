@@ -155,12 +155,20 @@ def test_a_job_killed_at_its_hard_time_limit_fails_as_timed_out(
 
 
 def test_without_redis_a_worker_runs_tasks_from_local_files(
-    make_app: Callable[..., Flask], database_url: str, tmp_path: Path
+    make_app: Callable[..., Flask],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The local broker and result store write under ``instance/`` only: the
+    worker runs in an empty directory, which stays empty."""
     app = make_app()
     assert app.extensions["celery"].conf.broker_url == "filesystem://"
     env = {"DATABASE_URL": database_url, "REDIS_URL": "", "CELERY_KEY_PREFIX": ""}
     client = app.test_client()
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
     with worker_process(env, tmp_path / "worker.log") as worker:
         status_url = start_summary(client)
         job = wait_for(lambda: finished_job(client, status_url), timeout=60, what="job")
@@ -168,6 +176,8 @@ def test_without_redis_a_worker_runs_tasks_from_local_files(
     assert "Celery broker: local files" in log
     assert job["status"] == "succeeded", log
     assert summaries_of(app, owner_id=account_id(app)) == 1
+    assert list(workdir.iterdir()) == []
+    assert (Path(app.instance_path) / "celery" / "control").is_dir()
 
 
 def test_beat_starts_with_the_purge_schedule(

@@ -119,10 +119,12 @@ def local_broker_settings(instance_path: str) -> dict[str, Any]:
 
     Lets ``make run`` use a real worker with no Redis server. It is for one
     machine and development only: workers poll the folder, and a message a
-    dead worker held is not handed to another.
+    dead worker held is not handed to another. Every folder is named: kombu
+    otherwise keeps its broadcast table (``control_folder``) in ``control/``
+    under the working directory.
     """
     root = Path(instance_path) / "celery"
-    for folder in ("queue", "processed", "results"):
+    for folder in ("queue", "processed", "results", "control"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     return {
         "broker_url": "filesystem://",
@@ -130,6 +132,7 @@ def local_broker_settings(instance_path: str) -> dict[str, Any]:
             "data_folder_in": str(root / "queue"),
             "data_folder_out": str(root / "queue"),
             "processed_folder": str(root / "processed"),
+            "control_folder": str(root / "control"),
             "store_processed": False,
             "polling_interval": 0.5,
         },

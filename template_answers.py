@@ -1,19 +1,30 @@
-"""Validate the answers before any file is written.
+"""Validate the answers before anything is written.
 
-Each check is a small function that returns an error message, or ``None`` when
-the value is fine, so the tests can call them one by one. On the first failure
-the hook prints one line naming the field, the value and the rule, and exits
-non-zero; cookiecutter then removes the half-made project directory.
+Loaded by cookiecutter (and cruft) as a local Jinja extension, listed in
+``_extensions`` of ``cookiecutter.json``: its ``check_answers`` filter renders
+the private ``__answers_checked`` variable, the last one, so it sees every
+answer. A bad answer raises ``FailedHookException``, one of the errors the
+cookiecutter CLI prints as its bare message: the user reads one line naming
+the field, the value and the rule, with no traceback, and no directory has
+been made yet. A failing ``pre_gen_project`` hook cannot do that: cookiecutter
+logs every hook failure with a traceback.
+
+Each check is a small function that returns an error message, or ``None``
+when the value is fine, so the tests can call them one by one.
 """
 
 from __future__ import annotations
 
-import json
 import keyword
 import re
 import sys
+from collections.abc import Mapping
 
-SLUG_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+from cookiecutter.exceptions import FailedHookException
+from jinja2 import Environment
+from jinja2.ext import Extension
+
+SLUG_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 PACKAGE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 EMAIL_RE = re.compile(r'^[^@\s"\\]+@[^@\s"\\]+\.[^@\s"\\]+$')
 
@@ -52,7 +63,7 @@ def check_project_slug(slug: str) -> str | None:
     if not SLUG_RE.match(slug):
         return (
             f"project_slug {slug!r} is invalid: use lowercase letters, digits and "
-            "single hyphens, starting with a letter (e.g. 'billing-service')"
+            "single hyphens (e.g. 'billing-service')"
         )
     return None
 
@@ -95,7 +106,7 @@ def check_required(field: str, value: str) -> str | None:
     return None
 
 
-def validate(answers: dict[str, str]) -> list[str]:
+def validate(answers: Mapping[str, str]) -> list[str]:
     """Return every problem with the answers, in prompt order."""
     problems = [
         check_required(field, answers[field])
@@ -109,14 +120,18 @@ def validate(answers: dict[str, str]) -> list[str]:
     return [problem for problem in problems if problem]
 
 
-def main() -> int:
-    answers = json.loads(r"""{{ cookiecutter | jsonify }}""")
+def check_answers(answers: Mapping[str, str]) -> str:
+    """Render as nothing when the answers are fine; stop generation with the
+    first problem otherwise."""
     problems = validate(answers)
     if problems:
-        print(f"ERROR: {problems[0]}", file=sys.stderr)
-        return 1
-    return 0
+        raise FailedHookException(f"ERROR: {problems[0]}")
+    return ""
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+class AnswersExtension(Extension):
+    """Adds the ``check_answers`` filter to cookiecutter's Jinja environment."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        environment.filters["check_answers"] = check_answers
