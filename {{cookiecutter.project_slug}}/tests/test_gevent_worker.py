@@ -23,11 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask_migrate import upgrade
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, create_engine, text
 
+from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.config import normalize_database_url
+from {{ cookiecutter.package_name }}.extensions import db
 
+from pg_cluster import private_cluster
 from support import TESTS_DIR, free_port, process_group, wait_for
 
 CONFIG_PATH = TESTS_DIR.parent / "deploy" / "gunicorn.conf.py"
@@ -35,14 +39,24 @@ WAITERS = 20
 THREADS = 4
 
 
+@pytest.fixture(scope="module")
+def database_url(postgres_url: str | None) -> Iterator[str]:
+    """The session's PostgreSQL database, or without one (a run on SQLite)
+    a migrated database on a private server: these tests need PostgreSQL."""
+    if postgres_url is not None:
+        yield postgres_url
+        return
+    with private_cluster() as cluster:
+        app = create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": cluster.url})
+        with app.app_context():
+            upgrade()
+            db.engine.dispose()
+        yield cluster.url
+
+
 @pytest.fixture
-def server_db(postgres_url: str | None) -> Iterator[Engine]:
-    """The session's PostgreSQL database; these tests need a real server."""
-    if postgres_url is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the gevent tests need DATABASE_URL=postgresql://... in CI")
-        pytest.skip("the gevent worker needs PostgreSQL: set DATABASE_URL")
-    engine = create_engine(normalize_database_url(postgres_url))
+def server_db(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(normalize_database_url(database_url))
     yield engine
     engine.dispose()
 
@@ -77,7 +91,7 @@ class Gunicorn:
 
 @contextmanager
 def running_gunicorn(
-    tmp_path: Path, postgres_url: str, app_env: dict[str, str], **variables: str
+    tmp_path: Path, database_url: str, app_env: dict[str, str], **variables: str
 ) -> Iterator[Gunicorn]:
     """One worker under the shipped config, serving slow_app:app, answering
     /healthz; ``app_env`` adds to its environment, ``variables`` are
@@ -87,7 +101,7 @@ def running_gunicorn(
     env = {
         **os.environ,
         "APP_ENV": "testing",
-        "DATABASE_URL": postgres_url,
+        "DATABASE_URL": database_url,
         # Every session of this gunicorn carries this name in pg_stat_activity.
         "DATABASE_APPLICATION_NAME": application_name,
         # A connection for every waiter: the pool, not the worker, would
@@ -139,7 +153,7 @@ def waiting_sessions(engine: Engine, application_name: str) -> int:
 )
 def test_one_worker_waits_in_postgresql_for_many_requests_at_once(
     server_db: Engine,
-    postgres_url: str,
+    database_url: str,
     tmp_path: Path,
     worker_class: str,
     at_once: int,
@@ -152,7 +166,7 @@ def test_one_worker_waits_in_postgresql_for_many_requests_at_once(
     with (
         running_gunicorn(
             tmp_path,
-            postgres_url,
+            database_url,
             {"TEST_LOCK_KEY": str(lock_key)},
             WORKER_CLASS=worker_class,
             **threads,
@@ -206,7 +220,7 @@ def monitor_warnings(server: Gunicorn) -> list[dict[str, Any]]:
 
 
 def test_a_request_that_holds_the_loop_is_logged_and_counted(
-    server_db: Engine, postgres_url: str, tmp_path: Path
+    server_db: Engine, database_url: str, tmp_path: Path
 ) -> None:
     """A handler that computes for a second without yielding, under a
     0.1 s threshold: one warning names its request id and its function, and
@@ -214,7 +228,7 @@ def test_a_request_that_holds_the_loop_is_logged_and_counted(
     request_id = f"spin-test.{uuid.uuid4().hex[:8]}"
     with running_gunicorn(
         tmp_path,
-        postgres_url,
+        database_url,
         {},
         WORKER_CLASS="gevent",
         GEVENT_MAX_BLOCKING_SECONDS="0.1",
