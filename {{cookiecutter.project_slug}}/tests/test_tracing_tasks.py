@@ -89,7 +89,9 @@ def test_a_request_and_the_task_it_sent_are_one_trace(
     [run] = [s for s in ours if s.kind == SpanKind.CONSUMER]
     assert run.name == run_name
     # HTTP span -> its SQL spans and the send -> the task's run -> its SQL.
-    assert any(statement(s).startswith("INSERT INTO jobs") for s in children(ours, http))
+    assert any(
+        statement(s).startswith("INSERT INTO jobs") for s in children(ours, http)
+    )
     assert sent.parent is not None
     assert sent.parent.span_id == http.context.span_id
     assert run.parent is not None
