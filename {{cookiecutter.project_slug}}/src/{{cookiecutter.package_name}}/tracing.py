@@ -48,7 +48,7 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes
 
-from .config import env_flag, env_str
+from .config import app_env, env_flag, env_str
 from .extensions import db
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def resource(config: Mapping[str, Any], process_kind: str) -> Resource:
         {
             "service.name": SERVICE,
             "service.version": version,
-            "deployment.environment.name": config["APP_ENV"],
+            "deployment.environment.name": config.get("APP_ENV") or app_env(),
             # web or worker: one service, its processes told apart.
             PROCESS_ATTRIBUTE: process_kind,
         }
