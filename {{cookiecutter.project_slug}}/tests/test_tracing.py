@@ -148,6 +148,31 @@ def test_a_request_continues_the_callers_trace_through_its_sql(
     assert line["request_id"] == "req-traced-1"
 
 
+def test_the_otel_variables_name_the_service_and_choose_the_sampling(
+    make_app: Callable[..., Flask],
+    spans: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "billing-api")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=eu-2")
+    # No trace of its own, but a caller's sampled one goes on.
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    app = make_app(TRACING_EXPORTER=spans)
+    assert tracing.init_tracing(app, "web")
+    client = app.test_client()
+    spans.clear()
+    assert client.get("/api/events").status_code == 200
+    assert spans.get_finished_spans() == ()
+    assert (
+        client.get("/api/events", headers={"traceparent": TRACEPARENT}).status_code
+        == 200
+    )
+    http = server_span(spans, "GET /api/events")
+    assert http.resource.attributes["service.name"] == "billing-api"
+    assert http.resource.attributes["deployment.environment.name"] == "eu-2"
+
+
 def test_health_probes_are_not_traced(
     traced_app: Flask, spans: InMemorySpanExporter
 ) -> None:

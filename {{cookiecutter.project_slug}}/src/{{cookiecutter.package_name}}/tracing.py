@@ -9,10 +9,11 @@ choose the sampling (default: every trace, or as the caller's
 override the service's name, version and environment, which otherwise come
 from the project and ``APP_ENV``.
 
-:func:`init_tracing` runs once per process, after it forked: the exporter's
-thread would not survive a fork. Gunicorn calls it in each worker
-(deploy/gunicorn.conf.py){% if cookiecutter.use_celery == "y" %}, the Celery worker in each pool process
-(celery_app.py){% endif %}, and ``flask run`` when it serves the app (wsgi.py).
+:func:`init_tracing` runs once per process, after it forked, so each
+process has its own exporter, with its own connection and thread.
+Gunicorn calls it in each worker (deploy/gunicorn.conf.py){% if cookiecutter.use_celery == "y" %}, the Celery
+worker in each pool process (celery_app.py){% endif %}, and ``flask run`` when it
+serves the app (wsgi.py).
 :func:`shutdown_tracing` sends the spans still buffered when that process
 exits. Flask, SQLAlchemy{% if cookiecutter.use_celery == "y" %}, Celery and Redis{% endif %} are instrumented: an incoming W3C
 ``traceparent`` is continued, every statement is a span{% if cookiecutter.use_celery == "y" %}, and a task sent
