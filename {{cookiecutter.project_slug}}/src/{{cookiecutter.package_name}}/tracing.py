@@ -24,7 +24,8 @@ which continues it{% endif %}.
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
@@ -239,3 +240,29 @@ def span_stream(chunks: Generator[bytes], name: str) -> Generator[bytes]:
             span.end()
 
     return streamed()
+
+
+@contextmanager
+def database_span(name: str, system: str, operation: str) -> Iterator[None]:
+    """A span for a statement the instrumentations do not see (psycopg's
+    COPY, run on the driver's connection), a child of the current span.
+
+    Never made current, so it may stay open across the yields of a
+    generator. It carries no statement text: COPY's has the values in it.
+    """
+    if _active is None:
+        yield
+        return
+    span = _active.provider.get_tracer(__name__).start_span(
+        name,
+        kind=SpanKind.CLIENT,
+        attributes={"db.system": system, "db.operation": operation},
+    )
+    try:
+        yield
+    except Exception as exc:
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        raise
+    finally:
+        span.end()
