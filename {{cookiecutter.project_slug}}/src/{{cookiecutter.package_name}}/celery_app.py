@@ -268,7 +268,7 @@ def _own_database_connections(**_kwargs: Any) -> None:
 @worker_process_init.connect(weak=False)
 def _start_tracing(**_kwargs: Any) -> None:
     """Trace the tasks of this pool process (see tracing.py): set up here,
-    after the fork, where the exporter's thread lives."""
+    after the fork, so each pool process has an exporter of its own."""
     flask_app = getattr(current_celery, "flask_app", None)
     if flask_app is not None:
         tracing.init_tracing(flask_app, "worker")
