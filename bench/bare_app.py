@@ -38,6 +38,10 @@ url = config.normalize_database_url(os.environ["DATABASE_URL"])
 app.config["SQLALCHEMY_DATABASE_URI"] = url
 app.config["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options(url)
 db.init_app(app)
+# The same connections: the answer timeout among the engine options is the
+# project's own connect argument, which database.py takes out (psycopg
+# would refuse it).
+importlib.import_module(f"{package}.database").init_app(app)
 
 
 def plain(value: Any) -> str:

@@ -169,6 +169,8 @@ def main() -> int:
             "PYTHONPATH": str(BENCH),
             "BENCH_PACKAGE": project.package,
             "BENCH_OWNER_ID": str(caller.owner_id),
+            # The yardstick is never traced, whatever BENCH_APP_ENV turns on.
+            "OTEL_SDK_DISABLED": "true",
         }
         stack = Stack(project, workdir)
         try:

@@ -62,6 +62,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             "migrations/versions/0005_job_errors_and_reaping.py",
             "tests/test_sentry_tasks.py",
             "tests/test_tasks.py",
+            "tests/test_tracing_tasks.py",
             "tests/test_job_failures.py",
             "tests/test_job_reaper.py",
             "tests/test_task_metrics.py",

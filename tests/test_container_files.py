@@ -93,7 +93,7 @@ def test_services_follow_the_options(stack_bake: tuple[Path, dict[str, str]]) ->
     project, answers = stack_bake
     postgres = answers["database"] == "postgresql"
     celery = answers["use_celery"] == "y"
-    expected = {"migrate", "web", "nginx"}
+    expected = {"migrate", "web", "nginx", "jaeger"}
     expected |= {"postgres"} if postgres else set()
     expected |= {"worker", "beat", "redis"} if celery else set()
     assert set(services(project)) == expected
@@ -104,6 +104,7 @@ def test_services_follow_the_options(stack_bake: tuple[Path, dict[str, str]]) ->
         "postgresql://" if postgres else "sqlite:"
     )
     assert ("REDIS_URL" in environment) == celery
+    assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
     volumes = load(project, COMPOSE)["volumes"]
     assert ("pgdata" in volumes) == postgres
     assert ("data" in volumes) == (not postgres)

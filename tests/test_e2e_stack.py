@@ -17,6 +17,9 @@ a client that hangs up mid-stream gives its database connection back.
 Requests at nginx's and gunicorn's limits are answered as problem+json
 with the security headers, never gunicorn's HTML; 20 stalled export readers
 (a third account, carol, with a large export) leave the service answering.
+gunicorn and the worker export their traces over OTLP/HTTP to a receiver on
+loopback (otlp_support.py): a request's trace, begun by its client, goes on
+through both.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from nginx_support import (
     render_for_prefix,
     require_nginx,
 )
+from otlp_support import ReceivedSpan, Receiver, otlp_receiver
 from process_support import Service, start
 from template_support import bake_into, clean_env, defaults, require_python, run
 
@@ -241,10 +245,18 @@ def seed_account(
 
 
 @pytest.fixture(scope="module")
+def otlp() -> Iterator[Receiver]:
+    """Where the stack's processes send their spans."""
+    with otlp_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory,
     cookiecutter_config: Path,
     uv_cache_dir: Path,
+    otlp: Receiver,
 ) -> Iterator[Stack]:
     """Bake, install, migrate and seed once; run gunicorn, Celery and nginx
     for the whole module, and tear all of it down whatever happens."""
@@ -294,6 +306,8 @@ def stack(
         GUNICORN_WORKERS="2",
         PROMETHEUS_MULTIPROC_DIR=str(root / "web-metrics"),
         PYTHONUNBUFFERED="1",
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
+        OTEL_BSP_SCHEDULE_DELAY="200",  # milliseconds between batches
     )
 
     conf = render_for_prefix(project, prefix, nginx_port, gunicorn_port, nginx)
@@ -837,6 +851,54 @@ def test_client_hanging_up_mid_stream_frees_the_connection(stack: Stack) -> None
         10,
         "no session idle in transaction or still copying",
     )
+
+
+def test_a_trace_goes_through_nginx_gunicorn_and_the_worker(
+    stack: Stack, otlp: Receiver
+) -> None:
+    """A client's traceparent reaches gunicorn through nginx; the request's
+    spans (gunicorn) and its task's (a worker pool process) are exported to
+    the collector under that trace, the task's run a child of its sending,
+    and the task's JSON log lines carry the trace id."""
+    trace_id, client_span = secrets.token_hex(16), secrets.token_hex(8)
+    started = stack.request(
+        "POST",
+        "/api/jobs/owner-summaries",
+        headers={"traceparent": f"00-{trace_id}-{client_span}-01"},
+        as_account="bob",
+    )
+    assert started.status == 202, started.body
+    status_url = started.json()["status_url"]
+    wait_for(
+        lambda: (
+            stack.request("GET", status_url, as_account="bob").json()["status"]
+            == "succeeded"
+        ),
+        60,
+        "the job",
+    )
+
+    def both_processes() -> list[ReceivedSpan]:
+        spans = otlp.trace(trace_id)
+        kinds = {span.kind for span in spans}
+        return spans if {"SERVER", "PRODUCER", "CONSUMER"} <= kinds else []
+
+    spans = wait_for(both_processes, 30, "the trace's spans from web and worker")
+    [http] = [span for span in spans if span.kind == "SERVER"]
+    [sent] = [span for span in spans if span.kind == "PRODUCER"]
+    [run] = [span for span in spans if span.kind == "CONSUMER"]
+    assert http.name == "POST /api/jobs/owner-summaries"
+    assert http.parent_span_id == client_span
+    assert sent.parent_span_id == http.span_id
+    assert run.parent_span_id == sent.span_id
+    assert http.resource["app.process"] == "web"
+    assert run.resource["app.process"] == "worker"
+    assert http.resource["service.name"] == run.resource["service.name"]
+    # SQL statements of both processes, each under its own process's span.
+    statements = [span for span in spans if span.kind == "CLIENT"]
+    assert {span.parent_span_id for span in statements} >= {http.span_id, run.span_id}
+    celery_log = stack.services[1].log.read_text(encoding="utf-8")
+    assert f'"trace_id": "{trace_id}"' in celery_log
 
 
 def test_requests_at_the_limits_are_never_gunicorns_html(stack: Stack) -> None:

@@ -354,13 +354,17 @@ class JsonAccessLogger(Logger):
         if atoms.get("B") is None:
             atoms["B"] = 0
         return atoms
-{%- if cookiecutter.database == "postgresql" %}
 
 
 def post_worker_init(worker: Any) -> None:
-    """Under gevent, watch for greenlets that hold the loop: the app is
-    loaded and gevent has patched the standard library by now, and the
-    loop has not started."""
+    """The app is loaded{% if cookiecutter.database == "postgresql" %}, gevent has patched the standard library{% endif %} and no
+    request has come in: start tracing this worker (tracing.py; off
+    without OTEL_EXPORTER_OTLP_ENDPOINT){% if cookiecutter.database == "postgresql" %}, and under gevent watch for
+    greenlets that hold the loop{% endif %}."""
+    from {{ cookiecutter.package_name }}.tracing import init_tracing
+
+    init_tracing(worker.wsgi, "web")
+{%- if cookiecutter.database == "postgresql" %}
     if worker.cfg.worker_class_str == "gevent" and gevent_max_blocking_seconds > 0:
         from {{ cookiecutter.package_name }}.loop_monitor import watch_event_loop
 
@@ -371,6 +375,13 @@ def post_worker_init(worker: Any) -> None:
             gevent_max_blocking_seconds,
         )
 {%- endif %}
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Send this worker's last spans before it exits."""
+    from {{ cookiecutter.package_name }}.tracing import shutdown_tracing
+
+    shutdown_tracing()
 
 
 def dispose_engines(flask_app: Any) -> int:

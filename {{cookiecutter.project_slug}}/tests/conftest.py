@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 {%- endif %}
 from sqlalchemy import create_engine, text
 
-from {{ cookiecutter.package_name }} import create_app
+from {{ cookiecutter.package_name }} import create_app, tracing
 {%- if cookiecutter.use_celery == "y" %}
 from {{ cookiecutter.package_name }}.celery_app import close_celery
 {%- endif %}
@@ -74,6 +74,14 @@ _APP_VARIABLES = (
     "WORKER_METRICS_HOST",
     "WORKER_METRICS_PORT",
 {%- endif %}
+    # OpenTelemetry's own (tracing.py).
+    "OTEL_SDK_DISABLED",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
 )
 
 
@@ -175,6 +183,13 @@ def client(app: Flask) -> FlaskClient:
 def sentry_transport() -> CapturingTransport:
     """Pass as ``SENTRY_TRANSPORT`` (with a ``SENTRY_DSN``) to see the events."""
     return CapturingTransport()
+
+
+@pytest.fixture(autouse=True)
+def no_tracing_after_test() -> Iterator[None]:
+    """Tracing belongs to the process too: stop what a test started."""
+    yield
+    tracing.shutdown_tracing()
 
 
 @pytest.fixture(autouse=True)

@@ -82,5 +82,8 @@ def test_production_logs_are_json_lines_with_the_request_id(
             # An unauthenticated route: no caller to name.
             "account_id": "-",
             "token_id": "-",
+            # Untraced (tracing.py is off without an endpoint).
+            "trace_id": "-",
+            "span_id": "-",
         }
     ]

@@ -25,13 +25,17 @@ import kombu.pools
 import redis.exceptions
 from celery import Celery, Task
 from celery import current_app as current_celery
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import (
+    setup_logging,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from flask import Flask, current_app
 from kombu import Queue
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
-from . import logs, sentry
+from . import logs, sentry, tracing
 from .background import ensure_plain_call
 from .extensions import db
 from .metrics import tasks as task_metrics
@@ -262,3 +266,18 @@ def _own_database_connections(**_kwargs: Any) -> None:
     if flask_app is not None:
         with flask_app.app_context():
             db.engine.dispose(close=False)
+
+
+@worker_process_init.connect(weak=False)
+def _start_tracing(**_kwargs: Any) -> None:
+    """Trace the tasks of this pool process (see tracing.py): set up here,
+    after the fork, so each pool process has an exporter of its own."""
+    flask_app = getattr(current_celery, "flask_app", None)
+    if flask_app is not None:
+        tracing.init_tracing(flask_app, "worker")
+
+
+@worker_process_shutdown.connect(weak=False)
+def _flush_traces(**_kwargs: Any) -> None:
+    """Send the last spans of a pool process before it exits."""
+    tracing.shutdown_tracing()

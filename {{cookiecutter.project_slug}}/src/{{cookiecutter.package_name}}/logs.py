@@ -4,7 +4,9 @@ Every record carries ``request_id``: the id of the HTTP request (or, later,
 the task) it was logged under, ``"-"`` outside one; and ``account_id`` and
 ``token_id`` of the caller, ``"-"`` when there is none. The id lives in a
 context variable, so it follows the code that handles the request and never
-leaks into another thread's records.
+leaks into another thread's records. When the request or task is traced
+(tracing.py), ``trace_id`` and ``span_id`` name its trace and current span,
+as the tracing backend shows them; ``"-"`` otherwise.
 
 No line carries SQL: SQLAlchemy's errors print their statement and its bound
 parameters (user data, sometimes secrets), so wherever one appears, in the
@@ -20,6 +22,7 @@ from contextvars import ContextVar, Token
 from json import dumps as json_string
 from typing import Any, TextIO, TypeVar
 
+from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 from sqlalchemy.exc import StatementError
 
@@ -34,7 +37,7 @@ TEXT_FORMAT = (
 )
 JSON_FIELDS = (
     "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s "
-    "%(account_id)s %(token_id)s"
+    "%(account_id)s %(token_id)s %(trace_id)s %(span_id)s"
 )
 
 T = TypeVar("T")
@@ -47,6 +50,12 @@ def _record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     record = _base_factory(*args, **kwargs)
     record.request_id = request_id_var.get()
     record.account_id, record.token_id = identity_var.get()
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        record.trace_id = trace.format_trace_id(span.trace_id)
+        record.span_id = trace.format_span_id(span.span_id)
+    else:
+        record.trace_id = record.span_id = "-"
     return record
 
 

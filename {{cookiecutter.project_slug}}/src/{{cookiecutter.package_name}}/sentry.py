@@ -14,8 +14,10 @@ An error the API answers on purpose (a 4xx problem response) is not one.
 Every event carries the ``request_id`` tag (and ``account_id`` and
 ``token_id`` of an authenticated caller), the id on the response header
 and on every log line of the request{% if cookiecutter.use_celery == "y" %} or task{% endif %}, so an event leads to its
-logs. Personal data stays in: no cookies, authorization headers or client
-addresses are sent, not even inside a stack frame's variables.
+logs; and, when it is traced (tracing.py), the ``trace_id`` tag, so it
+leads to its trace too. Personal data stays in: no cookies, authorization
+headers or client addresses are sent, not even inside a stack frame's
+variables.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import sentry_sdk
+from opentelemetry import trace
 from sentry_sdk.integrations import Integration
 {%- if cookiecutter.use_celery == "y" %}
 from sentry_sdk.integrations.celery import CeleryIntegration
@@ -41,6 +44,7 @@ SQL_MARK = "\n[SQL: "
 REQUEST_ID_TAG = "request_id"
 ACCOUNT_ID_TAG = "account_id"
 TOKEN_ID_TAG = "token_id"  # noqa: S105 - a tag name, not a secret
+TRACE_ID_TAG = "trace_id"
 # Sentry's denylist names headers as they are sent; stack frame variables
 # show them as WSGI environ keys (Flask's own frames hold the environ).
 WSGI_DENYLIST = [
@@ -102,9 +106,10 @@ def init_sentry(config: Mapping[str, Any]) -> bool:
 
 
 def tag_event(event: Event, _hint: Hint) -> Event:
-    """Tag an event with the request id it was raised under, and the
-    account and token ids of the caller, if any (never the token); keep the
-    exceptions' SQL statements and parameters out of it."""
+    """Tag an event with the request id it was raised under, its trace id
+    if traced, and the account and token ids of the caller, if any (never
+    the token); keep the exceptions' SQL statements and parameters out of
+    it."""
     for exception in event.get("exception", {}).get("values", []):
         if isinstance(exception.get("value"), str):
             exception["value"] = exception["value"].split(SQL_MARK)[0]
@@ -112,6 +117,9 @@ def tag_event(event: Event, _hint: Hint) -> Event:
     request_id = request_id_var.get()
     if request_id != "-":
         tags[REQUEST_ID_TAG] = request_id
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        tags[TRACE_ID_TAG] = trace.format_trace_id(span.trace_id)
     identity = identity_var.get()
     if identity != ANONYMOUS:
         tags[ACCOUNT_ID_TAG], tags[TOKEN_ID_TAG] = identity
@@ -129,6 +137,9 @@ def tag_task(request_id: str) -> None:
     if not sentry_sdk.get_client().is_active():
         return
     sentry_sdk.set_tag(REQUEST_ID_TAG, request_id)
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        sentry_sdk.set_tag(TRACE_ID_TAG, trace.format_trace_id(span.trace_id))
     identity = identity_var.get()
     if identity != ANONYMOUS:
         sentry_sdk.set_tag(ACCOUNT_ID_TAG, identity[0])

@@ -50,6 +50,7 @@ from sqlalchemy import type_coerce as as_type
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import ColumnElement
 
+from .. import tracing
 from ..database import unhurried
 from ..extensions import db
 from .models import Event
@@ -265,7 +266,11 @@ def _copy_csv(
     statement = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, NULL '\\N')"
     raw: Any = connection.connection.driver_connection  # psycopg's, untyped here
     chunk = bytearray()
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+    with (
+        tracing.database_span("COPY events", "postgresql", "COPY"),
+        raw.cursor() as cursor,
+        cursor.copy(statement) as copy,
+    ):
         for data in copy:
             chunk += data
             if len(chunk) >= COPY_CHUNK_BYTES:

@@ -22,6 +22,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from .. import tracing
 from ..accounts import Scope, current_identity, require
 from ..http.problems import APIError
 from ..http.validation import parse
@@ -125,6 +126,8 @@ def streaming_download(
     """A download streamed as it is produced, through nginx unbuffered."""
     filename = f"events-{utcnow():%Y%m%dT%H%M%SZ}.{extension}"
     request_id = g.get("request_id") or request_id_var.get()
+    # The request's span ends with this view; the stream gets one of its own.
+    chunks = tracing.span_stream(chunks, f"export {extension} stream")
     chunks = failing_loudly(started(chunks), filename, request_id, identity_var.get())
     # The generator keeps the request context until it ends or is closed.
     response = current_app.response_class(
