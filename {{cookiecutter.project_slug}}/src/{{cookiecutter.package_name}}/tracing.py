@@ -47,7 +47,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes
 
 from .config import app_env, env_flag, env_str
@@ -229,8 +229,7 @@ def span_stream(chunks: Generator[bytes], name: str) -> Generator[bytes]:
                 except StopIteration:
                     return
                 except Exception as exc:
-                    span.record_exception(exc)
-                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                    _record_failure(span, exc)
                     raise
                 finally:
                     context.detach(token)
@@ -261,8 +260,13 @@ def database_span(name: str, system: str, operation: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        _record_failure(span, exc)
         raise
     finally:
         span.end()
+
+
+def _record_failure(span: Span, error: Exception) -> None:
+    """Mark ``span`` failed by ``error``, named by its class only."""
+    span.record_exception(error)
+    span.set_status(Status(StatusCode.ERROR, type(error).__name__))
