@@ -6,7 +6,7 @@ and the real processes (gunicorn with the shipped
 rendered for local ports and paths).
 
 Process handling and the nginx rendering are the template tests' own
-(``tests/process_support.py``, ``tests/nginx_support.py``), imported here.
+(``template_tools.process``, ``template_tools.nginx``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import socket
 import statistics
@@ -33,22 +32,19 @@ import psycopg
 from cookiecutter.main import cookiecutter
 from psycopg import sql
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
+from template_tools.environment import clean_env, find_python, production_env
+from template_tools.nginx import find_nginx, free_port, render_for_prefix
+from template_tools.process import Service, start
+from template_tools.template import REPO_ROOT, defaults
+
+BENCH = REPO_ROOT / "bench"
 RESULTS = BENCH / "results"
-sys.path.insert(0, str(ROOT / "tests"))
-from nginx_support import (  # noqa: E402
-    free_port,
-    render_for_prefix,
-)
-from process_support import Service, start  # noqa: E402
-from template_support import clean_env, defaults, find_python  # noqa: E402
 
 POSTGRES_SERVER = os.environ.get(
     "BENCH_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432"
 )
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX = find_nginx() or "nginx"
 HOST = "127.0.0.1"
 # The account whose events the benchmarks seed and read.
 ACCOUNT = "bench"
@@ -86,13 +82,13 @@ def bake_and_install(workdir: Path) -> Project:
     """The template baked with its defaults, installed into its own venv."""
     project = Path(
         cookiecutter(
-            str(ROOT), no_input=True, output_dir=str(workdir), default_config=True
+            str(REPO_ROOT), no_input=True, output_dir=str(workdir), default_config=True
         )
     )
     package = next(p.name for p in (project / "src").iterdir() if p.is_dir())
     venv = project / ".venv"
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
-    env = {**os.environ, "UV_CACHE_DIR": str(ROOT / ".cache" / "uv")}
+    env = {**os.environ, "UV_CACHE_DIR": str(REPO_ROOT / ".cache" / "uv")}
     interpreter = find_python(defaults()["python_version"]) or sys.executable
     run([uv, "venv", "-q", "--python", interpreter, str(venv)], env=env)
     python = venv / "bin" / "python"
@@ -149,20 +145,17 @@ def workspace(existing: str | None, name: str) -> Iterator[tuple[Project, Path, 
 def app_env(workdir: Path, database_url: str, **extra: str) -> dict[str, str]:
     """Production settings, as deploy/README.md runs the app."""
     settings = {
-        "APP_ENV": "production",
-        "SECRET_KEY": secrets.token_urlsafe(48)[:48],
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
         "CELERY_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
         "INSTANCE_PATH": str(workdir / "instance"),
         "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
         **RATE_LIMIT_ENV,
     }
     overrides = dict(
         item.split("=", 1) for item in os.environ.get("BENCH_APP_ENV", "").split()
     )
-    return clean_env(**{**settings, **extra, **overrides})
+    return production_env(**{**settings, **extra, **overrides})
 
 
 def flask(project: Project, env: dict[str, str], *args: str) -> str:

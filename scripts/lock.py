@@ -14,7 +14,6 @@ command a generated project's users run, so both stay the same.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -24,21 +23,14 @@ from pathlib import Path
 
 from cookiecutter.main import cookiecutter
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_DIR = REPO_ROOT / "{{cookiecutter.project_slug}}"
+from template_tools.template import (
+    REPO_ROOT,
+    TEMPLATE_DIR,
+    dependency_combinations,
+    load_by_path,
+)
+
 SLUG_JINJA = "{{ cookiecutter.project_slug }}"
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-from template_support import dependency_combinations  # noqa: E402
-
-
-def load_post_gen_hook():
-    """The post-gen hook module, for its lock file names (importing it runs
-    nothing: its ``main`` only runs as a script)."""
-    path = REPO_ROOT / "hooks" / "post_gen_project.py"
-    spec = importlib.util.spec_from_file_location("post_gen_project", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def lowest_python(versions: list[str]) -> str:
@@ -92,7 +84,7 @@ def main(argv: list[str]) -> int:
     lock_args = " ".join(argv)
     options = json.loads((REPO_ROOT / "cookiecutter.json").read_text("utf-8"))
     python_version = lowest_python(options["python_version"])
-    hook = load_post_gen_hook()
+    hook = load_by_path("hooks/post_gen_project.py")
     for combination in dependency_combinations():
         answers = {**combination, "python_version": python_version}
         with tempfile.TemporaryDirectory(prefix="lock-") as work_dir:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,11 +13,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from template_support import (
+from prerequisites import require_service
+from template_tools.template import (
     REPO_ROOT,
     bake_into,
     dependency_combinations,
-    is_ci,
     write_cookiecutter_config,
 )
 
@@ -33,22 +32,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "slow: installs and runs a generated project (runs by default; "
         "deselect with -m 'not slow')",
     )
-
-
-def require_service(name: str, host: str, port: int) -> None:
-    """Skip the test when ``host:port`` does not accept TCP connections.
-
-    A laptop may lack the service, so the test skips there; on CI
-    (``CI=true``) a missing service is a broken environment, so it fails.
-    """
-    try:
-        with socket.create_connection((host, port), timeout=3):
-            return
-    except OSError as error:
-        message = f"{name} is not reachable on {host}:{port} ({error})"
-    if is_ci():
-        pytest.fail(f"{message}; CI=true requires it")
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

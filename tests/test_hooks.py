@@ -2,51 +2,28 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import stat
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from template_support import REPO_ROOT, bake_cli, choice_options, defaults, run
+from template_tools.process import run
+from template_tools.template import (
+    TEMPLATE_DIR,
+    bake_cli,
+    choice_options,
+    defaults,
+    load_by_path,
+)
 
-TEMPLATE_DIR = REPO_ROOT / "{{cookiecutter.project_slug}}"
 SECRET_KEY_RE = re.compile(r"[A-Za-z0-9_-]{43,}")
 
 
-def load_hook(name: str) -> ModuleType:
-    """Import a hook file by path.
-
-    Their ``main()`` holds raw Jinja in a string and only runs under
-    ``__main__``, so importing them runs no hook.
-    """
-    path = REPO_ROOT / "hooks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"hooks_{name}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_answers_module() -> ModuleType:
-    """The answer checks (``template_answers.py``, a local Jinja extension
-    that cookiecutter imports from the template's root)."""
-    path = REPO_ROOT / "template_answers.py"
-    spec = importlib.util.spec_from_file_location("template_answers", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pre = load_answers_module()
-post = load_hook("post_gen_project")
+pre = load_by_path("template_answers.py")
+post = load_by_path("hooks/post_gen_project.py")
 
 VALID_ANSWERS = {
     "project_name": "Flask Service",
