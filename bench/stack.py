@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from cookiecutter.main import cookiecutter
-from psycopg import sql
 
 from template_tools.environment import clean_env, find_python, production_env
 from template_tools.nginx import find_nginx, free_port, render_for_prefix
+from template_tools.postgres import throwaway_database
 from template_tools.process import Service, start
 from template_tools.template import REPO_ROOT, defaults
 
@@ -113,31 +112,13 @@ def project_from(existing: str | None) -> Iterator[Project]:
 
 
 @contextlib.contextmanager
-def postgres_database(prefix: str = "bench") -> Iterator[str]:
-    """A new database on the local server, dropped afterwards; yields its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = f"{POSTGRES_SERVER}/postgres"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield f"{POSTGRES_SERVER}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)
-                )
-            )
-
-
-@contextlib.contextmanager
 def workspace(existing: str | None, name: str) -> Iterator[tuple[Project, Path, str]]:
     """Everything one benchmark run needs: the project (``project_from``), a
     scratch directory and a fresh PostgreSQL database, all gone afterwards."""
     with (
         project_from(existing) as project,
         tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp,
-        postgres_database() as database_url,
+        throwaway_database(POSTGRES_SERVER, "bench") as database_url,
     ):
         yield project, Path(tmp), database_url
 

@@ -48,13 +48,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from conftest import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER
 from prerequisites import require_nginx, require_python, require_service
 from template_tools.environment import clean_env, production_env
 from template_tools.nginx import exchange, free_port, get, render_for_prefix
 from template_tools.otlp import ReceivedSpan, Receiver, otlp_receiver
+from template_tools.postgres import create_database, drop_database
 from template_tools.process import Service, run, start
 from template_tools.template import bake_into, defaults
 
@@ -306,8 +306,7 @@ def stack(
     conf = render_for_prefix(project, prefix, nginx_port, gunicorn_port, nginx)
     (prefix / "exports").chmod(0o755)  # written by the worker, read by nginx
 
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    create_database(server, database)
     services: list[Service] = []
     stack = Stack(
         "127.0.0.1",
@@ -408,12 +407,7 @@ def stack(
     finally:
         for service in reversed(services):
             service.stop()
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(database)
-                )
-            )
+        drop_database(server, database)
         shutil.rmtree(prefix, ignore_errors=True)
         # The broker's bindings and results live under this run's prefix only.
         run(
