@@ -5,8 +5,9 @@ and the real processes (gunicorn with the shipped
 ``deploy/gunicorn.conf.py``, nginx with the shipped ``deploy/nginx/nginx.conf``
 rendered for local ports and paths).
 
-Process handling and the nginx rendering are the template tests' own
-(``template_tools.process``, ``template_tools.nginx``).
+Baking, process handling, the throwaway database, the app's production
+environment and the nginx rendering are the template tests' own
+(``template_tools``).
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cookiecutter.main import cookiecutter
-
 from template_tools.environment import clean_env, find_python, production_env
 from template_tools.nginx import find_nginx, free_port, render_for_prefix
 from template_tools.postgres import throwaway_database
 from template_tools.process import Service, start
-from template_tools.template import REPO_ROOT, defaults
+from template_tools.template import (
+    REPO_ROOT,
+    bake_into,
+    defaults,
+    write_cookiecutter_config,
+)
 
 BENCH = REPO_ROOT / "bench"
 RESULTS = BENCH / "results"
@@ -79,11 +83,7 @@ class Project:
 
 def bake_and_install(workdir: Path) -> Project:
     """The template baked with its defaults, installed into its own venv."""
-    project = Path(
-        cookiecutter(
-            str(REPO_ROOT), no_input=True, output_dir=str(workdir), default_config=True
-        )
-    )
+    project = bake_into(workdir, write_cookiecutter_config(workdir / "cookiecutter"))
     package = next(p.name for p in (project / "src").iterdir() if p.is_dir())
     venv = project / ".venv"
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"

@@ -14,20 +14,20 @@ command a generated project's users run, so both stay the same.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from cookiecutter.main import cookiecutter
-
 from template_tools.template import (
     REPO_ROOT,
     TEMPLATE_DIR,
+    bake_into,
+    choice_options,
     dependency_combinations,
     load_by_path,
+    write_cookiecutter_config,
 )
 
 SLUG_JINJA = "{{ cookiecutter.project_slug }}"
@@ -54,19 +54,8 @@ def lock_combination(
     lock_dir.mkdir(parents=True, exist_ok=True)
     for name in hook.LOCK_FILES:
         (lock_dir / name).touch()  # the first run has nothing to keep yet
-    config = work_dir / "cookiecutter.yaml"
-    config.write_text(
-        f"replay_dir: {json.dumps(str(work_dir / 'replay'))}\n", encoding="utf-8"
-    )
-    project = Path(
-        cookiecutter(
-            str(REPO_ROOT),
-            no_input=True,
-            extra_context=answers,
-            output_dir=str(work_dir / "bake"),
-            config_file=str(config),
-        )
-    )
+    config = write_cookiecutter_config(work_dir)
+    project = bake_into(work_dir / "bake", config, **answers)
     make_lock = ["make", "--no-print-directory", "lock", f"UV={uv_path()}"]
     make_lock.append(f"LOCK_ARGS={lock_args}")
     subprocess.run(make_lock, cwd=project, check=True)  # noqa: S603
@@ -82,8 +71,7 @@ def lock_combination(
 
 def main(argv: list[str]) -> int:
     lock_args = " ".join(argv)
-    options = json.loads((REPO_ROOT / "cookiecutter.json").read_text("utf-8"))
-    python_version = lowest_python(options["python_version"])
+    python_version = lowest_python(choice_options()["python_version"])
     hook = load_by_path("hooks/post_gen_project.py")
     for combination in dependency_combinations():
         answers = {**combination, "python_version": python_version}
