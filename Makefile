@@ -55,10 +55,12 @@ lock: venv
 
 # Helpers.
 
+# The dev tools, and this repository's own tooling (template_tools/, which
+# the tests, bench/ and scripts/lock.py import) installed editable.
 venv:
 	test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
 	test -x $(VENV)/bin/uv || $(VENV)/bin/pip install --quiet uv
-	$(VENV)/bin/uv pip install --quiet --python $(VENV_PYTHON) -r requirements-dev.txt
+	$(VENV)/bin/uv pip install --quiet --python $(VENV_PYTHON) -r requirements-dev.txt -e .
 
 # Later tests drive nginx and Chromium (Debian's packages: a test tool's
 # own browser download cannot work everywhere); install what is missing when

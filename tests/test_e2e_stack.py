@@ -18,7 +18,7 @@ Requests at nginx's and gunicorn's limits are answered as problem+json
 with the security headers, never gunicorn's HTML; 20 stalled export readers
 (a third account, carol, with a large export) leave the service answering.
 gunicorn and the worker export their traces over OTLP/HTTP to a receiver on
-loopback (otlp_support.py): a request's trace, begun by its client, goes on
+loopback (template_tools.otlp): a request's trace, begun by its client, goes on
 through both.
 """
 
@@ -48,26 +48,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from conftest import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, require_service
-from nginx_support import (
-    exchange,
-    free_port,
-    get,
-    render_for_prefix,
+from conftest import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER
+from prerequisites import (
+    require_chromium,
     require_nginx,
-)
-from otlp_support import ReceivedSpan, Receiver, otlp_receiver
-from process_support import Service, start
-from template_support import (
-    bake_into,
-    clean_env,
-    defaults,
-    is_ci,
     require_python,
-    run,
+    require_service,
 )
+from template_tools.environment import clean_env, production_env
+from template_tools.nginx import exchange, free_port, get, render_for_prefix
+from template_tools.otlp import ReceivedSpan, Receiver, otlp_receiver
+from template_tools.postgres import create_database, drop_database
+from template_tools.process import Service, run, start
+from template_tools.template import bake_into, defaults
 
 pytestmark = pytest.mark.slow
 
@@ -299,9 +293,7 @@ def stack(
     key_prefix = f"e2e-{uuid.uuid4().hex}:"
     gunicorn_port, nginx_port = free_port(), free_port()
     worker_metrics_port = free_port()
-    env = clean_env(
-        APP_ENV="production",
-        SECRET_KEY=secrets.token_urlsafe(48)[:48],
+    env = production_env(
         DATABASE_URL=database_url,
         REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
         CELERY_KEY_PREFIX=key_prefix,
@@ -312,7 +304,6 @@ def stack(
         GUNICORN_BIND=f"127.0.0.1:{gunicorn_port}",
         GUNICORN_WORKERS="2",
         PROMETHEUS_MULTIPROC_DIR=str(root / "web-metrics"),
-        PYTHONUNBUFFERED="1",
         OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
         OTEL_BSP_SCHEDULE_DELAY="200",  # milliseconds between batches
         API_DOCS="1",  # off in production unless turned on: turned on here
@@ -321,8 +312,7 @@ def stack(
     conf = render_for_prefix(project, prefix, nginx_port, gunicorn_port, nginx)
     (prefix / "exports").chmod(0o755)  # written by the worker, read by nginx
 
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    create_database(server, database)
     services: list[Service] = []
     stack = Stack(
         "127.0.0.1",
@@ -423,12 +413,7 @@ def stack(
     finally:
         for service in reversed(services):
             service.stop()
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(database)
-                )
-            )
+        drop_database(server, database)
         shutil.rmtree(prefix, ignore_errors=True)
         # The broker's bindings and results live under this run's prefix only.
         run(
@@ -1023,17 +1008,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-
-
-def require_chromium() -> str:
-    """Debian's chromium; skip without it, fail under CI=true (``make test``
-    installs it there)."""
-    found = shutil.which("chromium")
-    if found is None:
-        if is_ci():
-            pytest.fail("chromium is not installed; CI=true requires it")
-        pytest.skip("chromium is not installed")
-    return found
 
 
 def test_the_docs_page_lists_every_operation_in_a_browser(stack: Stack) -> None:

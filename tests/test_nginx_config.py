@@ -29,7 +29,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from nginx_support import (
+from prerequisites import require_nginx
+from template_tools.environment import is_ci
+from template_tools.nginx import (
     CERTIFICATE,
     CERTIFICATE_KEY,
     CONF,
@@ -43,11 +45,11 @@ from nginx_support import (
     get,
     render_for_prefix,
     replace_once,
-    require_nginx,
     running_nginx,
     shipped_text,
 )
-from template_support import bake_into, is_ci, run
+from template_tools.process import run
+from template_tools.template import bake_into
 
 GUNICORN_CONF = Path("deploy") / "gunicorn.conf.py"
 SECURITY = Path("src") / "flask_service" / "http" / "security.py"
