@@ -4,6 +4,7 @@ fails instead."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 from typing import NoReturn
 
@@ -33,6 +34,15 @@ def require_nginx() -> str:
     found = find_nginx()
     if found is None:
         skip_or_fail("nginx is not installed")
+    return found
+
+
+def require_chromium() -> str:
+    """Debian's chromium, or skip (fail under CI=true; ``make test`` installs
+    it there: a test tool's own browser download cannot work everywhere)."""
+    found = shutil.which("chromium")
+    if found is None:
+        skip_or_fail("chromium is not installed")
     return found
 
 

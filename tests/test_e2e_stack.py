@@ -50,7 +50,12 @@ import psycopg
 import pytest
 
 from conftest import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER
-from prerequisites import require_nginx, require_python, require_service
+from prerequisites import (
+    require_chromium,
+    require_nginx,
+    require_python,
+    require_service,
+)
 from template_tools.environment import clean_env, production_env
 from template_tools.nginx import exchange, free_port, get, render_for_prefix
 from template_tools.otlp import ReceivedSpan, Receiver, otlp_receiver
@@ -301,6 +306,7 @@ def stack(
         PROMETHEUS_MULTIPROC_DIR=str(root / "web-metrics"),
         OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
         OTEL_BSP_SCHEDULE_DELAY="200",  # milliseconds between batches
+        API_DOCS="1",  # off in production unless turned on: turned on here
     )
 
     conf = render_for_prefix(project, prefix, nginx_port, gunicorn_port, nginx)
@@ -991,3 +997,68 @@ def test_stalled_export_readers_do_not_starve_the_service(stack: Stack) -> None:
         20,
         "the stalled exports ending once their clients are gone",
     )
+
+
+# As this machine's probe starts it: headless, as root, and without the
+# background connections a closed network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def test_the_docs_page_lists_every_operation_in_a_browser(stack: Stack) -> None:
+    """Through nginx, in headless Chromium: Swagger UI renders the document
+    from assets the app serves (no CDN is reachable here), under the page's
+    own Content-Security-Policy, without a console error."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = require_chromium()
+    document = stack.request("GET", "/api/openapi.json").json()
+    operations = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+    }
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.on(
+                "console",
+                lambda message: (
+                    errors.append(message.text) if message.type == "error" else None
+                ),
+            )
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on(
+                "response",
+                lambda response: (
+                    errors.append(f"{response.status} {response.url}")
+                    if response.status >= 400
+                    else None
+                ),
+            )
+            answer = page.goto(f"http://{stack.host}:{stack.port}/api/docs")
+            assert answer is not None
+            assert answer.status == 200
+            page.wait_for_selector(".opblock", timeout=30_000)
+            shown = {
+                (
+                    block.locator(".opblock-summary-method").inner_text().strip(),
+                    block.locator(".opblock-summary-path").get_attribute("data-path"),
+                )
+                for block in page.locator(".opblock").all()
+            }
+            title = page.locator(".info .title").inner_text()
+        finally:
+            browser.close()
+    assert shown == operations
+    assert document["info"]["title"] in title
+    assert errors == []

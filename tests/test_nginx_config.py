@@ -270,6 +270,19 @@ def test_security_headers_are_the_apps(project: Path) -> None:
     sent = dict(
         re.findall(r'^add_header (\S+) "([^"]*)" always;$', headers, re.MULTILINE)
     )
+    # The policy goes through a map: the one the app sent (its docs page
+    # sends its own), else the API's, which nginx's own answers get.
+    assert (
+        "add_header Content-Security-Policy $content_security_policy always;" in headers
+    )
+    http_conf = (project / SNIPPETS / "http.conf").read_text(encoding="utf-8")
+    policy = re.search(
+        r"map \$upstream_http_content_security_policy \$content_security_policy \{"
+        r'\s*"" "([^"]*)";\s*default \$upstream_http_content_security_policy;\s*\}',
+        http_conf,
+    )
+    assert policy is not None
+    sent["Content-Security-Policy"] = policy.group(1)
     assert sent == security_headers(project)
     server = (project / SNIPPETS / "server.conf").read_text(encoding="utf-8")
     for name in sent:
