@@ -15,13 +15,32 @@ from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from {{ cookiecutter.package_name }} import openapi
 from {{ cookiecutter.package_name }}.apidocs import ASSETS, DOCS_CSP
+from {{ cookiecutter.package_name }}.events.schemas import EventOut
 
 from support import issue_token, problem_of
 
 # Blueprints that describe the API rather than serve it.
 DOCUMENTATION_BLUEPRINTS = {"openapi", "apidocs"}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
+
+
+def test_an_answer_that_breaks_its_model_is_a_logged_500_problem(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.get("/broken")
+    @openapi.operation("broken", ok=(200, EventOut), scope=None, tag="test")
+    def broken() -> dict[str, str]:
+        return {"id": "secret-internal-value"}
+
+    response = app.test_client().get("/broken")
+    assert response.status_code == 500
+    problem_of(response)
+    assert b"secret-internal-value" not in response.data
+    assert any(
+        "documented model" in str(r.exc_info[1]) for r in caplog.records if r.exc_info
+    )
 
 
 @pytest.fixture

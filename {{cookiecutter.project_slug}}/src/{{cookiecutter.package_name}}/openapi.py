@@ -81,6 +81,17 @@ def _refuse_invalid(req: Any, _resp: Any, error: Exception | None, *_: Any) -> N
         )
 
 
+def _refuse_bad_response(
+    _req: Any, _resp: Any, error: Exception | None, *_: Any
+) -> None:
+    """A view's answer that breaks its own model is the app's bug: a logged
+    500 problem, never spectree's error body."""
+    if error is not None:
+        raise RuntimeError(
+            "the response does not match its documented model"
+        ) from error
+
+
 def _version() -> str:
     try:
         return metadata.version(SERVICE)
@@ -98,6 +109,7 @@ spec = SpecTree(
     naming_strategy=lambda model: model.__name__,
     nested_naming_strategy=lambda _parent, child: child,
     before=_refuse_invalid,
+    after=_refuse_bad_response,
     security_schemes=[
         SecurityScheme(
             name=BEARER,
