@@ -8,6 +8,11 @@ retry alike. Arguments must be plain values (ids, strings, numbers): a
 model instance or a context-local proxy is refused where it is sent. The
 request id of the sender travels in the message headers and is on every
 log record of the task.
+
+Features declare what Celery needs to know of their tasks on the tasks
+themselves: ``routed_to="..."`` for a queue of their own, ``run_every=...``
+for beat to send them periodically. :func:`init_celery` collects both from
+the registered tasks, so this module names no feature.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +51,6 @@ REQUEST_ID_HEADER = "request_id"
 # The sender's (account id, token id), for the task's log lines only: what
 # data a task may touch comes from its arguments.
 IDENTITY_HEADER = "identity"
-QUEUES = ("default", "exports")
 
 # Errors worth another try: the database or the broker was briefly away.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
@@ -144,20 +147,31 @@ def local_broker_settings(instance_path: str) -> dict[str, Any]:
     }
 
 
-def beat_schedule() -> dict[str, Any]:
+def task_routes(celery: Celery) -> dict[str, dict[str, str]]:
+    """A route for every task declared with ``routed_to``: the queue it is
+    sent to instead of the default one. (Celery's own ``queue`` task
+    attribute is deprecated in favour of routes.)"""
     return {
-        "purge-expired-jobs": {
-            "task": "jobs.purge_expired",
-            "schedule": timedelta(hours=1),
-        },
-        "reap-stuck-jobs": {
-            "task": "jobs.reap_stuck",
-            "schedule": timedelta(minutes=5),
-        },
-        "purge-expired-exports": {
-            "task": "exports.purge_expired",
-            "schedule": timedelta(minutes=15),
-        },
+        task.name: {"queue": task.routed_to}
+        for task in celery.tasks.values()
+        if getattr(task, "routed_to", None)
+    }
+
+
+def task_queues(celery: Celery, routes: dict[str, dict[str, str]]) -> list[Queue]:
+    """The default queue and every queue a route names."""
+    names = {celery.conf.task_default_queue}
+    names.update(route["queue"] for route in routes.values())
+    return [Queue(name) for name in sorted(names)]
+
+
+def beat_schedule(celery: Celery) -> dict[str, Any]:
+    """An entry, named after its task, for every task declared with
+    ``run_every``: beat sends it that often."""
+    return {
+        task.name: {"task": task.name, "schedule": task.run_every}
+        for task in celery.tasks.values()
+        if getattr(task, "run_every", None)
     }
 
 
@@ -174,11 +188,14 @@ def init_celery(app: Flask) -> Celery:
         )
     celery = Celery(app.name, task_cls=AppTask)
     celery.config_from_object(settings)
-    celery.conf.task_queues = [Queue(name) for name in QUEUES]
-    celery.conf.task_routes = {"exports.*": {"queue": "exports"}}
     # Outlives Redis dropping mid-task (see worker_consumer).
     celery.conf.worker_consumer = f"{__package__}.worker_consumer:Consumer"
-    celery.conf.beat_schedule = beat_schedule()
+    # The features' tasks are imported by now (create_app imports the
+    # features): reading them here finalizes the app with all of them.
+    routes = task_routes(celery)
+    celery.conf.task_routes = routes
+    celery.conf.task_queues = task_queues(celery, routes)
+    celery.conf.beat_schedule = beat_schedule(celery)
     celery.conf.beat_schedule_filename = str(
         Path(app.instance_path) / "celerybeat-schedule"
     )

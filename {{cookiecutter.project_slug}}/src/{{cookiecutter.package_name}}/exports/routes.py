@@ -28,7 +28,7 @@ from ..http.problems import APIError
 from ..http.validation import parse
 from ..jobs import services as jobs
 from ..jobs.models import Job, JobStatus
-from ..jobs.routes import start_job
+from ..jobs.services import start_job
 from . import files, tasks
 
 bp = Blueprint("exports", __name__, url_prefix="/api/exports")

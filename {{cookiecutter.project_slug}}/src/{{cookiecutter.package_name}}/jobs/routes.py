@@ -3,51 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from celery import Task
-from flask import Blueprint, request, url_for
+from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict
 
 from ..accounts import Scope, current_identity, require
-from ..http.problems import APIError, problem
+from ..http.problems import APIError
 from ..http.validation import parse
 from . import services, tasks
+from .services import start_job
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
-
-RETRY_AFTER_SECONDS = 10
 
 
 class OwnerSummaryRequest(BaseModel):
     """Nothing to choose yet: the summary is of the caller's own events."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-def start_job(
-    owner_id: int,
-    kind: str,
-    params: dict[str, Any],
-    task: Task,
-    status_endpoint: str,
-) -> ResponseReturnValue:
-    """Submit a job: 202 with its status URL, or 503 if the broker is down."""
-    try:
-        job = services.submit_job(owner_id, kind, params, task)
-    except services.BrokerUnavailableError as exc:
-        response = problem(
-            503,
-            "Service Unavailable",
-            "The task queue is unreachable. The job was recorded as failed; "
-            "try again later.",
-            job_id=exc.job.id,
-        )
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return response
-    status_url = url_for(status_endpoint, job_id=job.id)
-    return {**job.to_dict(), "status_url": status_url}, 202, {"Location": status_url}
 
 
 @bp.post("/owner-summaries")
