@@ -26,12 +26,15 @@ def install_license(license_name: str) -> None:
 
 
 def remove_paths(paths: list[str]) -> None:
+    """Remove each path, and a folder the removal left empty (``docs``)."""
     for name in paths:
         path = Path(name)
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+            if path.parent != Path() and not any(path.parent.iterdir()):
+                path.parent.rmdir()
 
 
 def paths_to_remove(answers: dict[str, str]) -> list[str]:
@@ -57,6 +60,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             str(package / "jobs"),
             str(package / "exports"),
             str(package / "metrics" / "tasks.py"),
+            "docs/background-jobs.md",
             "migrations/versions/0002_create_jobs.py",
             "migrations/versions/0004_jobs_belong_to_accounts.py",
             "migrations/versions/0005_job_errors_and_reaping.py",
