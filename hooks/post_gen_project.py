@@ -26,15 +26,20 @@ def install_license(license_name: str) -> None:
 
 
 def remove_paths(paths: list[str]) -> None:
-    """Remove each path, and a folder the removal left empty (``docs``)."""
     for name in paths:
         path = Path(name)
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-            if path.parent != Path() and not any(path.parent.iterdir()):
-                path.parent.rmdir()
+
+
+def remove_empty_folders(names: tuple[str, ...]) -> None:
+    """Drop folders whose every file belonged to options not chosen."""
+    for name in names:
+        path = Path(name)
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def paths_to_remove(answers: dict[str, str]) -> list[str]:
@@ -66,6 +71,8 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             "migrations/versions/0005_job_errors_and_reaping.py",
             "tests/test_sentry_tasks.py",
             "tests/test_tasks.py",
+            "tests/test_limits_redis.py",
+            "tests/test_migrations_jobs.py",
             "tests/test_tracing_tasks.py",
             "tests/test_job_failures.py",
             "tests/test_job_reaper.py",
@@ -114,6 +121,7 @@ def main() -> int:
     answers = json.loads(r"""{{ cookiecutter | jsonify }}""")
     install_license(answers["open_source_license"])
     remove_paths(paths_to_remove(answers))
+    remove_empty_folders(("docs",))
     install_lock_files(answers)
     print(next_steps(answers))
     return 0

@@ -27,6 +27,7 @@ from typing import Any
 
 import kombu.pools
 import redis.exceptions
+import sentry_sdk
 from celery import Celery, Task
 from celery import current_app as current_celery
 from celery.signals import (
@@ -37,6 +38,10 @@ from celery.signals import (
 from flask import Flask, current_app
 from kombu import Queue
 from kombu.exceptions import OperationalError as BrokerError
+from opentelemetry import trace
+from opentelemetry.instrumentation.celery import CeleryInstrumentor
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from sentry_sdk.integrations.celery import CeleryIntegration
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
 from . import logs, sentry, tracing
@@ -68,6 +73,12 @@ ENQUEUE_ERRORS: tuple[type[Exception], ...] = (
 )
 # Sends that failed because Redis was away: logged once per outage.
 BROKER = Outage("broker")
+
+# Failed tasks reach Sentry, and traces follow tasks and Redis commands, in
+# every process that imports this module: create_app's does, before it
+# starts Sentry, and tracing starts later still (after the fork).
+sentry.integrate_also(CeleryIntegration())
+tracing.instrument_also(CeleryInstrumentor(), RedisInstrumentor())
 
 
 def sender_request_id() -> str:
@@ -101,7 +112,7 @@ class AppTask(Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with self.sender_context():
-            sentry.tag_task(logs.request_id_var.get())
+            tag_sentry_scope(logs.request_id_var.get())
             with self.app.flask_app.app_context():
                 return self.run(*args, **kwargs)
 
@@ -119,6 +130,25 @@ class AppTask(Task):
         finally:
             logs.identity_var.reset(identity_token)
             logs.request_id_var.reset(token)
+
+
+def tag_sentry_scope(request_id: str) -> None:
+    """Tag whatever Sentry reports for the running task.
+
+    Celery's integration reports a failed task after the task's own call has
+    returned and its ids are unset, so they go on the task's Sentry scope
+    (one per task run) instead.
+    """
+    if not sentry_sdk.get_client().is_active():
+        return
+    sentry_sdk.set_tag(sentry.REQUEST_ID_TAG, request_id)
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        sentry_sdk.set_tag(sentry.TRACE_ID_TAG, trace.format_trace_id(span.trace_id))
+    identity = logs.identity_var.get()
+    if identity != logs.ANONYMOUS:
+        sentry_sdk.set_tag(sentry.ACCOUNT_ID_TAG, identity[0])
+        sentry_sdk.set_tag(sentry.TOKEN_ID_TAG, identity[1])
 
 
 def local_broker_settings(instance_path: str) -> dict[str, Any]:
