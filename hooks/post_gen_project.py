@@ -73,6 +73,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             "tests/test_tasks.py",
             "tests/test_limits_redis.py",
             "tests/test_migrations_jobs.py",
+            "tests/test_ownership_jobs.py",
             "tests/test_tracing_tasks.py",
             "tests/test_job_failures.py",
             "tests/test_job_reaper.py",

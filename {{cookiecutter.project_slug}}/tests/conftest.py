@@ -34,7 +34,7 @@ from {{ cookiecutter.package_name }}.celery_app import close_celery
 from {{ cookiecutter.package_name }}.config import normalize_database_url
 from {{ cookiecutter.package_name }}.extensions import db
 
-from support import ApiClient, CapturingTransport
+from support import ApiClient, CapturingTransport, Tenant
 
 # Variables a developer's shell may carry that would change what tests see.
 _APP_VARIABLES = (
@@ -173,6 +173,11 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def tenants(app: Flask) -> tuple[Tenant, Tenant]:
+    return Tenant(app, "alice"), Tenant(app, "bob")
 
 
 @pytest.fixture
