@@ -2,9 +2,9 @@
 
 ``create_app`` calls :func:`init_sentry`, so every process that builds the
 app reports: gunicorn workers, CLI commands and any other process that
-runs the app's work. Sentry's client belongs to the process: the first app with a DSN
-starts it and later apps reuse it, so a process that builds many apps
-(tests, scripts) does not start a client per app. With gunicorn's
+runs the app's work. Sentry's client belongs to the process: the first app
+with a DSN starts it and later apps reuse it, so a process that builds many
+apps (tests, scripts) does not start a client per app. With gunicorn's
 ``preload_app`` the client is started in the master; the SDK starts its
 sending thread again in each forked worker.
 
