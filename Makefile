@@ -22,9 +22,9 @@ TEMPLATE_SOURCES := cookiecutter.json template_answers.py $(wildcard hooks/*.py)
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: test run lock venv nginx
+.PHONY: test run lock venv system-packages
 
-test: venv nginx
+test: venv system-packages
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
 
 run: $(RUN_STAMP)
@@ -55,19 +55,27 @@ lock: venv
 
 # Helpers.
 
+# The dev tools, and this repository's own tooling (template_tools/, which
+# the tests, bench/ and scripts/lock.py import) installed editable.
 venv:
 	test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
 	test -x $(VENV)/bin/uv || $(VENV)/bin/pip install --quiet uv
-	$(VENV)/bin/uv pip install --quiet --python $(VENV_PYTHON) -r requirements-dev.txt
+	$(VENV)/bin/uv pip install --quiet --python $(VENV_PYTHON) -r requirements-dev.txt -e .
 
-# Later tests drive nginx; install it when we can, say so when we cannot.
-nginx:
-	@if command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx; then \
+# Later tests drive nginx and Chromium (Debian's packages: a test tool's
+# own browser download cannot work everywhere); install what is missing when
+# we can, say so when we cannot.
+system-packages:
+	@missing=""; \
+	command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then \
 		:; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		echo "installing nginx"; \
+		echo "installing$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get install -y nginx || { apt-get update && apt-get install -y nginx; }; \
+		apt-get install -y --no-install-recommends $$missing \
+			|| { apt-get update && apt-get install -y --no-install-recommends $$missing; }; \
 	else \
-		echo "note: nginx is not installed and we are not root; skipping its install"; \
+		echo "note:$$missing not installed and we are not root; skipping the install"; \
 	fi

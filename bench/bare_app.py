@@ -31,6 +31,10 @@ package = os.environ["BENCH_PACKAGE"]
 config = importlib.import_module(f"{package}.config")
 db = importlib.import_module(f"{package}.extensions").db
 services = importlib.import_module(f"{package}.events.services")
+# The fields the app's response model writes, in its order.
+FIELDS = list(
+    importlib.import_module(f"{package}.events.schemas").EventOut.model_fields
+)
 owner_id = int(os.environ["BENCH_OWNER_ID"])
 
 app = Flask(__name__)
@@ -54,10 +58,12 @@ def plain(value: Any) -> str:
 def index() -> Response:
     page = services.list_events(owner_id, limit=int(request.args.get("limit", "50")))
     body = {
-        "items": [event.to_dict() for event in page.items],
+        "items": [
+            {name: getattr(event, name) for name in FIELDS} for event in page.items
+        ],
         "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
     }
-    text = json.dumps(body, default=plain, separators=(",", ":")) + "\n"
+    text = json.dumps(body, default=plain, separators=(",", ":"))
     return Response(text, mimetype="application/json")
 
 

@@ -5,8 +5,9 @@ and the real processes (gunicorn with the shipped
 ``deploy/gunicorn.conf.py``, nginx with the shipped ``deploy/nginx/nginx.conf``
 rendered for local ports and paths).
 
-Process handling and the nginx rendering are the template tests' own
-(``tests/process_support.py``, ``tests/nginx_support.py``), imported here.
+Baking, process handling, the throwaway database, the app's production
+environment and the nginx rendering are the template tests' own
+(``template_tools``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import socket
 import statistics
@@ -29,26 +29,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from cookiecutter.main import cookiecutter
-from psycopg import sql
-
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-RESULTS = BENCH / "results"
-sys.path.insert(0, str(ROOT / "tests"))
-from nginx_support import (  # noqa: E402
-    free_port,
-    render_for_prefix,
+from template_tools.environment import clean_env, find_python, production_env
+from template_tools.nginx import find_nginx, free_port, render_for_prefix
+from template_tools.postgres import throwaway_database
+from template_tools.process import Service, start
+from template_tools.template import (
+    REPO_ROOT,
+    bake_into,
+    defaults,
+    write_cookiecutter_config,
 )
-from process_support import Service, start  # noqa: E402
-from template_support import clean_env, defaults, find_python  # noqa: E402
+
+BENCH = REPO_ROOT / "bench"
+RESULTS = BENCH / "results"
 
 POSTGRES_SERVER = os.environ.get(
     "BENCH_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432"
 )
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX = find_nginx() or "nginx"
 HOST = "127.0.0.1"
 # The account whose events the benchmarks seed and read.
 ACCOUNT = "bench"
@@ -84,15 +83,11 @@ class Project:
 
 def bake_and_install(workdir: Path) -> Project:
     """The template baked with its defaults, installed into its own venv."""
-    project = Path(
-        cookiecutter(
-            str(ROOT), no_input=True, output_dir=str(workdir), default_config=True
-        )
-    )
+    project = bake_into(workdir, write_cookiecutter_config(workdir / "cookiecutter"))
     package = next(p.name for p in (project / "src").iterdir() if p.is_dir())
     venv = project / ".venv"
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
-    env = {**os.environ, "UV_CACHE_DIR": str(ROOT / ".cache" / "uv")}
+    env = {**os.environ, "UV_CACHE_DIR": str(REPO_ROOT / ".cache" / "uv")}
     interpreter = find_python(defaults()["python_version"]) or sys.executable
     run([uv, "venv", "-q", "--python", interpreter, str(venv)], env=env)
     python = venv / "bin" / "python"
@@ -117,31 +112,13 @@ def project_from(existing: str | None) -> Iterator[Project]:
 
 
 @contextlib.contextmanager
-def postgres_database(prefix: str = "bench") -> Iterator[str]:
-    """A new database on the local server, dropped afterwards; yields its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = f"{POSTGRES_SERVER}/postgres"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield f"{POSTGRES_SERVER}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)
-                )
-            )
-
-
-@contextlib.contextmanager
 def workspace(existing: str | None, name: str) -> Iterator[tuple[Project, Path, str]]:
     """Everything one benchmark run needs: the project (``project_from``), a
     scratch directory and a fresh PostgreSQL database, all gone afterwards."""
     with (
         project_from(existing) as project,
         tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp,
-        postgres_database() as database_url,
+        throwaway_database(POSTGRES_SERVER, "bench") as database_url,
     ):
         yield project, Path(tmp), database_url
 
@@ -149,20 +126,17 @@ def workspace(existing: str | None, name: str) -> Iterator[tuple[Project, Path, 
 def app_env(workdir: Path, database_url: str, **extra: str) -> dict[str, str]:
     """Production settings, as deploy/README.md runs the app."""
     settings = {
-        "APP_ENV": "production",
-        "SECRET_KEY": secrets.token_urlsafe(48)[:48],
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
         "CELERY_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
         "INSTANCE_PATH": str(workdir / "instance"),
         "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
         **RATE_LIMIT_ENV,
     }
     overrides = dict(
         item.split("=", 1) for item in os.environ.get("BENCH_APP_ENV", "").split()
     )
-    return clean_env(**{**settings, **extra, **overrides})
+    return production_env(**{**settings, **extra, **overrides})
 
 
 def flask(project: Project, env: dict[str, str], *args: str) -> str:

@@ -14,31 +14,23 @@ command a generated project's users run, so both stay the same.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from cookiecutter.main import cookiecutter
+from template_tools.template import (
+    REPO_ROOT,
+    TEMPLATE_DIR,
+    bake_into,
+    choice_options,
+    dependency_combinations,
+    load_by_path,
+    write_cookiecutter_config,
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_DIR = REPO_ROOT / "{{cookiecutter.project_slug}}"
 SLUG_JINJA = "{{ cookiecutter.project_slug }}"
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-from template_support import dependency_combinations  # noqa: E402
-
-
-def load_post_gen_hook():
-    """The post-gen hook module, for its lock file names (importing it runs
-    nothing: its ``main`` only runs as a script)."""
-    path = REPO_ROOT / "hooks" / "post_gen_project.py"
-    spec = importlib.util.spec_from_file_location("post_gen_project", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def lowest_python(versions: list[str]) -> str:
@@ -62,19 +54,8 @@ def lock_combination(
     lock_dir.mkdir(parents=True, exist_ok=True)
     for name in hook.LOCK_FILES:
         (lock_dir / name).touch()  # the first run has nothing to keep yet
-    config = work_dir / "cookiecutter.yaml"
-    config.write_text(
-        f"replay_dir: {json.dumps(str(work_dir / 'replay'))}\n", encoding="utf-8"
-    )
-    project = Path(
-        cookiecutter(
-            str(REPO_ROOT),
-            no_input=True,
-            extra_context=answers,
-            output_dir=str(work_dir / "bake"),
-            config_file=str(config),
-        )
-    )
+    config = write_cookiecutter_config(work_dir)
+    project = bake_into(work_dir / "bake", config, **answers)
     make_lock = ["make", "--no-print-directory", "lock", f"UV={uv_path()}"]
     make_lock.append(f"LOCK_ARGS={lock_args}")
     subprocess.run(make_lock, cwd=project, check=True)  # noqa: S603
@@ -90,9 +71,8 @@ def lock_combination(
 
 def main(argv: list[str]) -> int:
     lock_args = " ".join(argv)
-    options = json.loads((REPO_ROOT / "cookiecutter.json").read_text("utf-8"))
-    python_version = lowest_python(options["python_version"])
-    hook = load_post_gen_hook()
+    python_version = lowest_python(choice_options()["python_version"])
+    hook = load_by_path("hooks/post_gen_project.py")
     for combination in dependency_combinations():
         answers = {**combination, "python_version": python_version}
         with tempfile.TemporaryDirectory(prefix="lock-") as work_dir:

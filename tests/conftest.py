@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from template_support import (
+from prerequisites import require_service
+from template_tools.postgres import throwaway_database
+from template_tools.template import (
     REPO_ROOT,
     bake_into,
     dependency_combinations,
-    is_ci,
     write_cookiecutter_config,
 )
 
@@ -33,22 +30,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "slow: installs and runs a generated project (runs by default; "
         "deselect with -m 'not slow')",
     )
-
-
-def require_service(name: str, host: str, port: int) -> None:
-    """Skip the test when ``host:port`` does not accept TCP connections.
-
-    A laptop may lack the service, so the test skips there; on CI
-    (``CI=true``) a missing service is a broken environment, so it fails.
-    """
-    try:
-        with socket.create_connection((host, port), timeout=3):
-            return
-    except OSError as error:
-        message = f"{name} is not reachable on {host}:{port} ({error})"
-    if is_ci():
-        pytest.fail(f"{message}; CI=true requires it")
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -109,15 +90,5 @@ def postgres_url() -> Iterator[str]:
     """URL of a new, empty PostgreSQL database, dropped after the test."""
     require_service("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
     server = f"postgresql://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}"
-    name = f"template_test_{uuid.uuid4().hex}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield f"{server}/{name}"
-    finally:
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)
-                )
-            )
+    with throwaway_database(server, "template_test") as url:
+        yield url

@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from allpairspy import AllPairs
 
-from template_support import bake_into, choice_options, require_python, run
+from prerequisites import require_python
+from template_tools.process import run
+from template_tools.template import bake_into, choice_options
 
 OPTIONS = choice_options()
 JINJA_MARKERS = ("{{ cookiecutter", "{%", "%}", "{#")

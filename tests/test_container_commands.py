@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import socket
 import tempfile
@@ -26,10 +25,11 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import require_service
-from nginx_support import free_port, render_for_prefix, require_nginx
-from process_support import Service, background
-from template_support import bake_into, clean_env, defaults, require_python, run
+from prerequisites import require_nginx, require_python, require_service
+from template_tools.environment import clean_env, production_env
+from template_tools.nginx import free_port, render_for_prefix
+from template_tools.process import Service, background, run
+from template_tools.template import bake_into, defaults
 
 pytestmark = pytest.mark.slow
 
@@ -84,15 +84,12 @@ def app_env(project: Path, database_url: str, **extra: str) -> dict[str, str]:
     """What compose gives the app containers, pointed at the host's services;
     the venv's bin first on PATH, as /opt/venv/bin is in the image."""
     venv_bin = project / ".venv" / "bin"
-    return clean_env(
+    return production_env(
         PATH=f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
-        APP_ENV="production",
-        SECRET_KEY=secrets.token_urlsafe(48),
         DATABASE_URL=database_url,
         REDIS_URL=REDIS_URL,
         CELERY_KEY_PREFIX=f"commands-{uuid.uuid4().hex}:",
         INSTANCE_PATH=str(project / "instance"),
-        PYTHONUNBUFFERED="1",
         **extra,
     )
 

@@ -19,8 +19,16 @@ from typing import Any
 import pytest
 import yaml
 
-from nginx_support import CONF, EXPORTS, SNIPPETS, TLS_CONF, UPSTREAM, shipped_text
-from template_support import bake_into, choice_options, run
+from template_tools.nginx import (
+    CONF,
+    EXPORTS,
+    SNIPPETS,
+    TLS_CONF,
+    UPSTREAM,
+    shipped_text,
+)
+from template_tools.process import run
+from template_tools.template import bake_into, choice_options
 
 OPTIONS = choice_options()
 COMPOSE = Path("compose.yaml")

@@ -26,13 +26,10 @@ import yaml
 from cookiecutter.main import cookiecutter
 from packaging.version import Version
 
-from template_support import (
-    REPO_ROOT,
-    clean_env,
-    load_cookiecutter_json,
-    require_python,
-    run,
-)
+from prerequisites import require_python
+from template_tools.environment import clean_env
+from template_tools.process import run
+from template_tools.template import REPO_ROOT, load_cookiecutter_json
 
 CRUFT = Path(sys.executable).parent / "cruft"
 # The generated pyproject.toml's table holding the template version.

@@ -18,7 +18,7 @@ Requests at nginx's and gunicorn's limits are answered as problem+json
 with the security headers, never gunicorn's HTML; 20 stalled export readers
 (a third account, carol, with a large export) leave the service answering.
 gunicorn and the worker export their traces over OTLP/HTTP to a receiver on
-loopback (otlp_support.py): a request's trace, begun by its client, goes on
+loopback (template_tools.otlp): a request's trace, begun by its client, goes on
 through both.
 """
 
@@ -48,19 +48,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from conftest import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, require_service
-from nginx_support import (
-    exchange,
-    free_port,
-    get,
-    render_for_prefix,
+from conftest import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER
+from prerequisites import (
+    require_chromium,
     require_nginx,
+    require_python,
+    require_service,
 )
-from otlp_support import ReceivedSpan, Receiver, otlp_receiver
-from process_support import Service, start
-from template_support import bake_into, clean_env, defaults, require_python, run
+from template_tools.environment import clean_env, production_env
+from template_tools.nginx import exchange, free_port, get, render_for_prefix
+from template_tools.otlp import ReceivedSpan, Receiver, otlp_receiver
+from template_tools.postgres import create_database, drop_database
+from template_tools.process import Service, run, start
+from template_tools.template import bake_into, defaults
 
 pytestmark = pytest.mark.slow
 
@@ -292,9 +293,7 @@ def stack(
     key_prefix = f"e2e-{uuid.uuid4().hex}:"
     gunicorn_port, nginx_port = free_port(), free_port()
     worker_metrics_port = free_port()
-    env = clean_env(
-        APP_ENV="production",
-        SECRET_KEY=secrets.token_urlsafe(48)[:48],
+    env = production_env(
         DATABASE_URL=database_url,
         REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
         CELERY_KEY_PREFIX=key_prefix,
@@ -305,16 +304,15 @@ def stack(
         GUNICORN_BIND=f"127.0.0.1:{gunicorn_port}",
         GUNICORN_WORKERS="2",
         PROMETHEUS_MULTIPROC_DIR=str(root / "web-metrics"),
-        PYTHONUNBUFFERED="1",
         OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
         OTEL_BSP_SCHEDULE_DELAY="200",  # milliseconds between batches
+        API_DOCS="1",  # off in production unless turned on: turned on here
     )
 
     conf = render_for_prefix(project, prefix, nginx_port, gunicorn_port, nginx)
     (prefix / "exports").chmod(0o755)  # written by the worker, read by nginx
 
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    create_database(server, database)
     services: list[Service] = []
     stack = Stack(
         "127.0.0.1",
@@ -415,12 +413,7 @@ def stack(
     finally:
         for service in reversed(services):
             service.stop()
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(database)
-                )
-            )
+        drop_database(server, database)
         shutil.rmtree(prefix, ignore_errors=True)
         # The broker's bindings and results live under this run's prefix only.
         run(
@@ -1004,3 +997,68 @@ def test_stalled_export_readers_do_not_starve_the_service(stack: Stack) -> None:
         20,
         "the stalled exports ending once their clients are gone",
     )
+
+
+# As this machine's probe starts it: headless, as root, and without the
+# background connections a closed network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def test_the_docs_page_lists_every_operation_in_a_browser(stack: Stack) -> None:
+    """Through nginx, in headless Chromium: Swagger UI renders the document
+    from assets the app serves (no CDN is reachable here), under the page's
+    own Content-Security-Policy, without a console error."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = require_chromium()
+    document = stack.request("GET", "/api/openapi.json").json()
+    operations = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+    }
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.on(
+                "console",
+                lambda message: (
+                    errors.append(message.text) if message.type == "error" else None
+                ),
+            )
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on(
+                "response",
+                lambda response: (
+                    errors.append(f"{response.status} {response.url}")
+                    if response.status >= 400
+                    else None
+                ),
+            )
+            answer = page.goto(f"http://{stack.host}:{stack.port}/api/docs")
+            assert answer is not None
+            assert answer.status == 200
+            page.wait_for_selector(".opblock", timeout=30_000)
+            shown = {
+                (
+                    block.locator(".opblock-summary-method").inner_text().strip(),
+                    block.locator(".opblock-summary-path").get_attribute("data-path"),
+                )
+                for block in page.locator(".opblock").all()
+            }
+            title = page.locator(".info .title").inner_text()
+        finally:
+            browser.close()
+    assert shown == operations
+    assert document["info"]["title"] in title
+    assert errors == []

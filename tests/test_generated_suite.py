@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
-from template_support import bake_into, clean_env, defaults, require_python, run
+from prerequisites import require_python
+from template_tools.environment import clean_env
+from template_tools.process import run
+from template_tools.template import bake_into, defaults
 
 pytestmark = pytest.mark.slow
 

@@ -2,51 +2,28 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import stat
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from template_support import REPO_ROOT, bake_cli, choice_options, defaults, run
+from template_tools.process import run
+from template_tools.template import (
+    TEMPLATE_DIR,
+    bake_cli,
+    choice_options,
+    defaults,
+    load_by_path,
+)
 
-TEMPLATE_DIR = REPO_ROOT / "{{cookiecutter.project_slug}}"
 SECRET_KEY_RE = re.compile(r"[A-Za-z0-9_-]{43,}")
 
 
-def load_hook(name: str) -> ModuleType:
-    """Import a hook file by path.
-
-    Their ``main()`` holds raw Jinja in a string and only runs under
-    ``__main__``, so importing them runs no hook.
-    """
-    path = REPO_ROOT / "hooks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"hooks_{name}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_answers_module() -> ModuleType:
-    """The answer checks (``template_answers.py``, a local Jinja extension
-    that cookiecutter imports from the template's root)."""
-    path = REPO_ROOT / "template_answers.py"
-    spec = importlib.util.spec_from_file_location("template_answers", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pre = load_answers_module()
-post = load_hook("post_gen_project")
+pre = load_by_path("template_answers.py")
+post = load_by_path("hooks/post_gen_project.py")
 
 VALID_ANSWERS = {
     "project_name": "Flask Service",
@@ -375,7 +352,15 @@ def test_same_answers_give_the_same_files_and_no_env(bake) -> None:
     assert tree(first) == tree(second)
 
 
-EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"  # noqa: S105 - placeholder
+def example_secret_key(project: Path) -> str:
+    """The placeholder ``SECRET_KEY`` the project's config refuses in
+    production (``config.EXAMPLE_SECRET_KEY``), read from its source, the one
+    place it is defined (importing the config needs the project installed)."""
+    (config,) = project.glob("src/*/config.py")
+    text = config.read_text(encoding="utf-8")
+    found = re.search(r'^EXAMPLE_SECRET_KEY\b[^=]*= "([^"]+)"', text, re.MULTILINE)
+    assert found, f"no EXAMPLE_SECRET_KEY = '...' in {config}"
+    return found.group(1)
 
 
 def make_env(project: Path) -> str:
@@ -390,7 +375,8 @@ def test_make_env_writes_a_private_env_with_a_fresh_secret(bake) -> None:
     ``.env.example``, without the virtualenv; git never sees it."""
     first, second = bake(), bake()
     example = (first / ".env.example").read_text(encoding="utf-8")
-    assert f"SECRET_KEY={EXAMPLE_SECRET_KEY}\n" in example
+    placeholder = example_secret_key(first)
+    assert f"SECRET_KEY={placeholder}\n" in example
 
     secrets = []
     for project in (first, second):
@@ -401,8 +387,8 @@ def test_make_env_writes_a_private_env_with_a_fresh_secret(bake) -> None:
         settings = parse_env(text)
         assert settings["APP_ENV"] == "development"
         assert SECRET_KEY_RE.fullmatch(settings["SECRET_KEY"])
-        assert EXAMPLE_SECRET_KEY not in text
-        assert text == example.replace(EXAMPLE_SECRET_KEY, settings["SECRET_KEY"])
+        assert placeholder not in text
+        assert text == example.replace(placeholder, settings["SECRET_KEY"])
         secrets.append(settings["SECRET_KEY"])
     assert secrets[0] != secrets[1]
 
@@ -415,18 +401,18 @@ def test_make_env_writes_a_private_env_with_a_fresh_secret(bake) -> None:
     assert ignored.returncode == 0, ".env is not git-ignored"
 
 
-def test_make_env_refuses_an_example_without_the_placeholder(bake) -> None:
+def test_make_env_refuses_an_example_without_a_secret_key_line(bake) -> None:
     project = bake()
     example = project / ".env.example"
     example.write_text(
-        example.read_text(encoding="utf-8").replace(EXAMPLE_SECRET_KEY, "x"),
+        example.read_text(encoding="utf-8").replace("\nSECRET_KEY=", "\n# SECRET"),
         encoding="utf-8",
     )
 
     result = run(["make", ".env", f"PYTHON={sys.executable}"], project)
 
     assert result.returncode != 0
-    assert "no SECRET_KEY=" in result.stdout
+    assert "needs one SECRET_KEY= line" in result.stdout
     assert not (project / ".env").exists()
 
 

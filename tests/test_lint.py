@@ -1,4 +1,5 @@
-"""The template's own Python (hooks/, tests/, bench/, scripts/) follows ruff.toml.
+"""The template's own Python (hooks/, template_tools/, tests/, bench/, scripts/)
+follows ruff.toml.
 
 The template directory is excluded there: it is Jinja until baked, and every
 bake is linted with its own config by test_bake.py.
@@ -10,7 +11,8 @@ import sys
 
 import pytest
 
-from template_support import REPO_ROOT, run
+from template_tools.process import run
+from template_tools.template import REPO_ROOT
 
 
 @pytest.mark.parametrize(
@@ -19,7 +21,7 @@ from template_support import REPO_ROOT, run
     ids=["ruff-check", "ruff-format"],
 )
 def test_template_python_is_clean(command: list[str]) -> None:
-    paths = ["hooks", "tests", "bench", "scripts"]
+    paths = ["hooks", "template_tools", "tests", "bench", "scripts"]
     ruff = [sys.executable, "-m", "ruff", *command, "--no-cache", *paths]
     result = run(ruff, cwd=REPO_ROOT, timeout=120)
     assert result.returncode == 0, result.stdout

@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from template_support import REPO_ROOT, run
+from template_tools.process import run
+from template_tools.template import REPO_ROOT
 
 KEPT = (".venv/installed-marker", "instance/app.db", ".env")
 

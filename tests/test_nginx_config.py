@@ -29,7 +29,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from nginx_support import (
+from prerequisites import require_nginx
+from template_tools.environment import is_ci
+from template_tools.nginx import (
     CERTIFICATE,
     CERTIFICATE_KEY,
     CONF,
@@ -43,11 +45,11 @@ from nginx_support import (
     get,
     render_for_prefix,
     replace_once,
-    require_nginx,
     running_nginx,
     shipped_text,
 )
-from template_support import bake_into, is_ci, run
+from template_tools.process import run
+from template_tools.template import bake_into
 
 GUNICORN_CONF = Path("deploy") / "gunicorn.conf.py"
 SECURITY = Path("src") / "flask_service" / "http" / "security.py"
@@ -268,6 +270,19 @@ def test_security_headers_are_the_apps(project: Path) -> None:
     sent = dict(
         re.findall(r'^add_header (\S+) "([^"]*)" always;$', headers, re.MULTILINE)
     )
+    # The policy goes through a map: the one the app sent (its docs page
+    # sends its own), else the API's, which nginx's own answers get.
+    assert (
+        "add_header Content-Security-Policy $content_security_policy always;" in headers
+    )
+    http_conf = (project / SNIPPETS / "http.conf").read_text(encoding="utf-8")
+    policy = re.search(
+        r"map \$upstream_http_content_security_policy \$content_security_policy \{"
+        r'\s*"" "([^"]*)";\s*default \$upstream_http_content_security_policy;\s*\}',
+        http_conf,
+    )
+    assert policy is not None
+    sent["Content-Security-Policy"] = policy.group(1)
     assert sent == security_headers(project)
     server = (project / SNIPPETS / "server.conf").read_text(encoding="utf-8")
     for name in sent:

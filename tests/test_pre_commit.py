@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from template_support import bake_into, run
+from template_tools.process import run
+from template_tools.template import bake_into
 
 CONFIG = ".pre-commit-config.yaml"
 TOOLS = Path(sys.executable).parent

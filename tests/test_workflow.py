@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from template_support import run
+from template_tools.process import run
 
 WORKFLOW = Path(".github/workflows/ci.yml")
 TOOLS = Path(sys.executable).parent

@@ -16,7 +16,17 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import accounts, cli, config, database, http, logs, metrics
+from . import (
+    accounts,
+    apidocs,
+    cli,
+    config,
+    database,
+    http,
+    logs,
+    metrics,
+    openapi,
+)
 {%- if cookiecutter.use_celery == "y" %}
 from .celery_app import init_celery
 {%- endif %}
@@ -111,6 +121,8 @@ def trust_proxies(app: Flask, hops: int) -> None:
 
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(health_bp)
+    app.register_blueprint(openapi.bp)
+    apidocs.init_app(app)
     app.register_blueprint(events_bp)
 {%- if cookiecutter.use_celery == "y" %}
     app.register_blueprint(jobs_bp)

@@ -298,6 +298,9 @@ class BaseConfig:
         self.CORS_ORIGINS = env_list("CORS_ORIGINS")
         self.CORS_ALLOW_CREDENTIALS = env_flag("CORS_ALLOW_CREDENTIALS", False)
         self.CORS_MAX_AGE = env_int("CORS_MAX_AGE", 600)
+        # The API's docs page, /api/docs (the document, /api/openapi.json,
+        # is always served): off in production unless turned on.
+        self.API_DOCS = env_flag("API_DOCS", self.ENV_NAME != "production")
 
     def default_database_url(self) -> str | None:
         return None

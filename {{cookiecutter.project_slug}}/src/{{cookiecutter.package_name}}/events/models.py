@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Numeric, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
@@ -42,14 +41,3 @@ class Event(db.Model):  # type: ignore[name-defined]
             "id",
         ),
     )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "owner_id": self.owner_id,
-            "kind": self.kind,
-            "amount": self.amount,
-            "payload": self.payload,
-            "occurred_at": self.occurred_at,
-            "created_at": self.created_at,
-        }

@@ -16,58 +16,58 @@ from flask import (
     Response,
     current_app,
     g,
-    request,
     stream_with_context,
     url_for,
 )
-from flask.typing import ResponseReturnValue
 
 from .. import tracing
-from ..accounts import Scope, current_identity, require
+from ..accounts import Scope, current_identity
 from ..http.problems import APIError
-from ..http.validation import parse
 from ..logs import identity_var, request_id_var
+from ..openapi import operation
 from ..sqltypes import utcnow
 from . import export, services
 from .pagination import Cursor
-from .schemas import EventCreate, EventQuery, ExportFilters
+from .schemas import EventCreate, EventOut, EventPage, EventQuery, ExportFilters
 
 bp = Blueprint("events", __name__, url_prefix="/api/events")
 log = logging.getLogger(__name__)
+TAG = "events"
 
 
 @bp.post("")
-@require(Scope.WRITE)
-def create() -> ResponseReturnValue:
-    data = parse(EventCreate, request.get_json())
-    event = services.create_event(current_identity().account_id, data)
+@operation("createEvent", ok=(201, EventOut), scope=Scope.WRITE, tag=TAG)
+def create(json: EventCreate) -> tuple[EventOut, int, dict[str, str]]:
+    """Record an event for the caller's account."""
+    event = services.create_event(current_identity().account_id, json)
     location = url_for("events.get", event_id=event.id)
-    return event.to_dict(), 201, {"Location": location}
+    return EventOut.model_validate(event), 201, {"Location": location}
 
 
 @bp.get("/<uuid:event_id>")
-@require(Scope.READ)
-def get(event_id: uuid.UUID) -> ResponseReturnValue:
+@operation("getEvent", ok=(200, EventOut), scope=Scope.READ, problems=[404], tag=TAG)
+def get(event_id: uuid.UUID) -> EventOut:
+    """One of the caller's events."""
     event = services.get_event(current_identity().account_id, event_id)
     if event is None:
         raise APIError(404, f"No event with id {event_id}.")
-    return event.to_dict()
+    return EventOut.model_validate(event)
 
 
 @bp.get("")
-@require(Scope.READ)
-def index() -> ResponseReturnValue:
-    query = parse(EventQuery, request.args.to_dict(), what="query")
+@operation("listEvents", ok=(200, EventPage), scope=Scope.READ, tag=TAG)
+def index(query: EventQuery) -> EventPage:
+    """The caller's events, a page at a time: pass `next_cursor` for the next."""
     page = services.list_events(
         current_identity().account_id,
         limit=query.limit,
         after=Cursor.decode(query.cursor) if query.cursor else None,
         kind=query.kind,
     )
-    return {
-        "items": [event.to_dict() for event in page.items],
-        "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
-    }
+    return EventPage(
+        items=[EventOut.model_validate(event) for event in page.items],
+        next_cursor=page.next_cursor.encode() if page.next_cursor else None,
+    )
 
 
 def failing_loudly(
@@ -141,16 +141,16 @@ def streaming_download(
 
 
 @bp.get("/export.csv")
-@require(Scope.READ)
-def export_csv() -> ResponseReturnValue:
-    filters = parse(ExportFilters, request.args.to_dict(), what="query")
-    chunks = export.csv_chunks(current_identity().account_id, filters)
+@operation("exportEventsCsv", ok=(200, None), scope=Scope.READ, tag=TAG)
+def export_csv(query: ExportFilters) -> Response:
+    """The caller's events matching the filters, streamed as CSV."""
+    chunks = export.csv_chunks(current_identity().account_id, query)
     return streaming_download(chunks, "csv", "text/csv")
 
 
 @bp.get("/export.ndjson")
-@require(Scope.READ)
-def export_ndjson() -> ResponseReturnValue:
-    filters = parse(ExportFilters, request.args.to_dict(), what="query")
-    chunks = export.ndjson_chunks(current_identity().account_id, filters)
+@operation("exportEventsNdjson", ok=(200, None), scope=Scope.READ, tag=TAG)
+def export_ndjson(query: ExportFilters) -> Response:
+    """The caller's events matching the filters, streamed as NDJSON."""
+    chunks = export.ndjson_chunks(current_identity().account_id, query)
     return streaming_download(chunks, "ndjson", "application/x-ndjson")

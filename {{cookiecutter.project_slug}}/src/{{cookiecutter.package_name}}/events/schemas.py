@@ -1,7 +1,8 @@
-"""Validation of what clients send: bodies and query strings."""
+"""What clients send (bodies, query strings) and what they get back."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from pydantic import (
     field_validator,
 )
 
+from ..http.schemas import Timestamp
 from .models import AMOUNT_PRECISION, AMOUNT_SCALE, KIND_MAX_LENGTH
 
 MAX_PAGE_SIZE = 100
@@ -92,3 +94,24 @@ class ExportFilters(BaseModel):
         if until is not None and since is not None and until <= since:
             raise ValueError("must be later than since")
         return until
+
+
+class EventOut(BaseModel):
+    """An event as the API answers it: amounts as exact strings."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    owner_id: int
+    kind: str
+    amount: Decimal
+    payload: str
+    occurred_at: Timestamp
+    created_at: Timestamp
+
+
+class EventPage(BaseModel):
+    """One page of a list; ``next_cursor`` asks for the next."""
+
+    items: list[EventOut]
+    next_cursor: str | None

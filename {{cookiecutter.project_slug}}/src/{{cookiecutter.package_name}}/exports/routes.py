@@ -17,23 +17,25 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from flask import Blueprint, current_app, request, send_file, url_for
-from flask.typing import ResponseReturnValue
+from flask import Blueprint, current_app, send_file, url_for
+from flask.wrappers import Response
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, ConfigDict
 
-from ..accounts import Scope, current_identity, require
+from ..accounts import Scope, current_identity
 from ..events.schemas import ExportFilters
 from ..http.problems import APIError
-from ..http.validation import parse
 from ..jobs import services as jobs
 from ..jobs.models import Job, JobStatus
-from ..jobs.services import start_job
+from ..jobs.schemas import JobAccepted, JobOut
+from ..jobs.services import Accepted, start_job
+from ..openapi import operation
 from . import files, tasks
 
 bp = Blueprint("exports", __name__, url_prefix="/api/exports")
 
 DOWNLOAD_SALT = "exports.download"
+TAG = "exports"
 
 
 class ExportRequest(BaseModel):
@@ -41,6 +43,18 @@ class ExportRequest(BaseModel):
 
     format: Literal["csv", "ndjson"]
     filters: ExportFilters = ExportFilters()
+
+
+class ExportOut(JobOut):
+    """An export's state; once it succeeded, a signed ``download_url``."""
+
+    download_url: str | None = None
+
+
+class DownloadQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    signature: str = ""
 
 
 def get_export(owner_id: int, export_id: uuid.UUID) -> Job:
@@ -83,12 +97,12 @@ def verified_owner(job_id: uuid.UUID, signature: str) -> int:
 
 
 @bp.post("")
-@require(Scope.READ)
-def create() -> ResponseReturnValue:
-    data = parse(ExportRequest, request.get_json())
+@operation("createExport", ok=(202, JobAccepted), scope=Scope.READ, tag=TAG)
+def create(json: ExportRequest) -> Accepted:
+    """Start an export of the caller's events to a file, made in the background."""
     params = {
-        "format": data.format,
-        "filters": data.filters.model_dump(mode="json", exclude_none=True),
+        "format": json.format,
+        "filters": json.filters.model_dump(mode="json", exclude_none=True),
     }
     return start_job(
         current_identity().account_id,
@@ -100,19 +114,23 @@ def create() -> ResponseReturnValue:
 
 
 @bp.get("/<uuid:job_id>")
-@require(Scope.READ)
-def get(job_id: uuid.UUID) -> ResponseReturnValue:
+@operation("getExport", ok=(200, ExportOut), scope=Scope.READ, problems=[404], tag=TAG)
+def get(job_id: uuid.UUID) -> ExportOut:
+    """An export's status; once it succeeded, a signed `download_url`."""
     job = get_export(current_identity().account_id, job_id)
-    body = job.to_dict()
+    export = ExportOut.model_validate(job)
     if job.status == JobStatus.SUCCEEDED:
-        body["download_url"] = signed_download_url(job)
-    return body
+        export.download_url = signed_download_url(job)
+    return export
 
 
 @bp.get("/<uuid:job_id>/download")
-def download(job_id: uuid.UUID) -> ResponseReturnValue:
-    """Authorized by the signed link alone (see the module docstring)."""
-    signature = request.args.get("signature", "")
+@operation(
+    "downloadExport", ok=(200, None), scope=None, problems=[403, 404, 409], tag=TAG
+)
+def download(job_id: uuid.UUID, query: DownloadQuery) -> Response:
+    """Download a finished export: the signed link alone authorizes it."""
+    signature = query.signature
     if not signature:
         raise APIError(403, "A signed download link is required.")
     job = get_export(verified_owner(job_id, signature), job_id)

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask, current_app, g, json
 from flask.wrappers import Response
+from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -80,3 +81,18 @@ def handle_internal_error(error: InternalServerError) -> Response:
 def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(InternalServerError, handle_internal_error)
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error of the API answers."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    request_id: str | None = None
+    errors: dict[str, list[str]] | None = Field(
+        default=None, description="Each bad field and what is wrong with it."
+    )

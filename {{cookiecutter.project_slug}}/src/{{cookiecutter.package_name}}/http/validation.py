@@ -1,20 +1,20 @@
-"""Validation of client input with pydantic, failing as a 400 problem.
+"""Checks of client input that no model states, and pydantic's errors as
+the 400 problem's ``errors``.
 
-Before any model sees the input, every string in it (values and keys, at any
-depth) is checked for NUL characters: PostgreSQL cannot store them, so they
-are refused here, on every database alike, as a field error. Input nested
-deeper than ``MAX_DEPTH`` is refused too.
+Before any model sees the input (``openapi.operation`` calls these), every
+string in it (values and keys, at any depth) is checked for NUL characters:
+PostgreSQL cannot store them, so they are refused here, on every database
+alike, as a field error. Input nested deeper than ``MAX_DEPTH`` is refused
+too.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from .problems import APIError
-
-M = TypeVar("M", bound=BaseModel)
 
 # Deeper than any valid body (the deepest, an export request, is two levels);
 # the walk below is iterative, so this is a limit on work, not on the stack.
@@ -54,18 +54,3 @@ def nul_errors(data: Any, what: str) -> dict[str, list[str]]:
         elif isinstance(value, list):
             pending.extend(((*path, str(n)), item) for n, item in enumerate(value))
     return errors
-
-
-def parse(model: type[M], data: Any, what: str = "body") -> M:
-    """Validate ``data`` or raise a 400 that lists every bad field."""
-    if what == "body" and not isinstance(data, dict):
-        raise APIError(400, "The request body must be a JSON object.")
-    errors = nul_errors(data, what)
-    if errors:
-        raise APIError(400, f"The request {what} is invalid.", errors=errors)
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        raise APIError(
-            400, f"The request {what} is invalid.", errors=field_errors(error)
-        ) from None

@@ -60,16 +60,7 @@ class Job(db.Model):  # type: ignore[name-defined]
         Index("ix_jobs_owner_id", "owner_id"),
     )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "status": self.status,
-            "params": self.params,
-            "attempts": self.attempts,
-            "result": self.result,
-            "error": public(self.error_code),
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        }
+    @property
+    def error(self) -> dict[str, str] | None:
+        """What a client may read of the failure: never the exception."""
+        return public(self.error_code)

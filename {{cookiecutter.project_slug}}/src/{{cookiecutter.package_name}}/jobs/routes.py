@@ -4,30 +4,27 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, request
-from flask.typing import ResponseReturnValue
-from pydantic import BaseModel, ConfigDict
+from flask import Blueprint
 
-from ..accounts import Scope, current_identity, require
+from ..accounts import Scope, current_identity
 from ..http.problems import APIError
-from ..http.validation import parse
+from ..openapi import operation
 from . import services, tasks
-from .services import start_job
+from .schemas import JobAccepted, JobOut, OwnerSummaryRequest
+from .services import Accepted, start_job
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 
-
-class OwnerSummaryRequest(BaseModel):
-    """Nothing to choose yet: the summary is of the caller's own events."""
-
-    model_config = ConfigDict(extra="forbid")
+TAG = "jobs"
 
 
 @bp.post("/owner-summaries")
-@require(Scope.WRITE)
-def create_owner_summary() -> ResponseReturnValue:
-    # The body may be left out; if sent, it must be a (for now empty) object.
-    parse(OwnerSummaryRequest, request.get_json() if request.content_length else {})
+@operation("createOwnerSummary", ok=(202, JobAccepted), scope=Scope.WRITE, tag=TAG)
+def create_owner_summary(json: OwnerSummaryRequest) -> Accepted:
+    """Start a summary of the caller's events, made in the background.
+
+    The body may be left out; if sent, it must be an empty object.
+    """
     return start_job(
         current_identity().account_id,
         tasks.OWNER_SUMMARY_KIND,
@@ -38,9 +35,10 @@ def create_owner_summary() -> ResponseReturnValue:
 
 
 @bp.get("/<uuid:job_id>")
-@require(Scope.READ)
-def get(job_id: uuid.UUID) -> ResponseReturnValue:
+@operation("getJob", ok=(200, JobOut), scope=Scope.READ, problems=[404], tag=TAG)
+def get(job_id: uuid.UUID) -> JobOut:
+    """A job's status and, once it finished, its result or error."""
     job = services.get_job(current_identity().account_id, job_id)
     if job is None:
         raise APIError(404, f"No job with id {job_id}.")
-    return job.to_dict()
+    return JobOut.model_validate(job)

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from celery import Task
 from flask import url_for
-from flask.typing import ResponseReturnValue
+from flask.wrappers import Response
 from sqlalchemy import CursorResult, delete, select
 
 from ..celery_app import ENQUEUE_ERRORS, enqueue
@@ -18,8 +18,11 @@ from ..http.problems import problem
 from ..sqltypes import utcnow
 from .errors import JobError
 from .models import FINISHED, Job, JobStatus
+from .schemas import JobAccepted, JobOut
 
 RETRY_AFTER_SECONDS = 10
+# A submitted job (202), or the 503 problem when the broker is away.
+Accepted = tuple[JobAccepted, int, dict[str, str]] | Response
 
 
 class BrokerUnavailableError(RuntimeError):
@@ -60,7 +63,7 @@ def start_job(
     params: dict[str, Any],
     task: Task,
     status_endpoint: str,
-) -> ResponseReturnValue:
+) -> Accepted:
     """Submit a job: 202 with its status URL, or 503 if the broker is down."""
     try:
         job = submit_job(owner_id, kind, params, task)
@@ -75,7 +78,10 @@ def start_job(
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
     status_url = url_for(status_endpoint, job_id=job.id)
-    return {**job.to_dict(), "status_url": status_url}, 202, {"Location": status_url}
+    accepted = JobAccepted.model_validate(
+        {**JobOut.model_validate(job).model_dump(), "status_url": status_url}
+    )
+    return accepted, 202, {"Location": status_url}
 
 
 def get_job(owner_id: int, job_id: uuid.UUID, kind: str | None = None) -> Job | None:

@@ -1,5 +1,6 @@
-"""Processes the tests start: each in its own process group, logging to a
-file, stopped gracefully (SIGTERM) and then for good (SIGKILL)."""
+"""Processes the tests and benchmarks run: tools run to completion, their
+output kept for a message, and services, each in its own process group,
+logging to a file, stopped gracefully (SIGTERM) and then for good (SIGKILL)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,25 @@ from pathlib import Path
 from typing import IO
 
 STOP_SECONDS = 15
+
+
+def run(
+    command: list[str],
+    cwd: Path | None,
+    env: dict[str, str] | None = None,
+    timeout: int = 600,
+) -> subprocess.CompletedProcess[str]:
+    """Run a tool, output and errors together, for an assertion message."""
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
 
 
 @dataclass

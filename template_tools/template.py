@@ -1,27 +1,44 @@
-"""Plain helpers shared by the template tests (importable at collection time).
+"""The template itself: its options, read from ``cookiecutter.json``, and
+baking it, through cookiecutter's API or its command line.
 
-Fixtures live in ``conftest.py``; what is needed to *parametrize* tests (the
-option matrix read from ``cookiecutter.json``) lives here, because pytest
-collects parameters before any fixture exists.
+The tests parametrize over the option matrix (pytest collects parameters
+before any fixture exists), ``scripts/lock.py`` locks each dependency
+combination and the benchmarks bake the defaults.
 """
 
 from __future__ import annotations
 
-import functools
+import importlib.util
 import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import pytest
 from cookiecutter.main import cookiecutter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COOKIECUTTER_JSON = REPO_ROOT / "cookiecutter.json"
+TEMPLATE_DIR = REPO_ROOT / "{{cookiecutter.project_slug}}"
+
+
+def load_by_path(relative_path: str) -> ModuleType:
+    """A Python file cookiecutter runs by path (a hook, ``template_answers.py``),
+    imported by path for its names.
+
+    The hooks hold raw Jinja in a string and only run their ``main()`` under
+    ``__main__``, so importing one runs no hook.
+    """
+    path = REPO_ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_cookiecutter_json() -> dict[str, Any]:
@@ -127,77 +144,3 @@ def bake_cli(
         timeout=120,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-
-
-def is_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
-
-
-@functools.cache
-def find_python(version: str) -> str | None:
-    """Real path of a working ``python{version}`` interpreter, or ``None``.
-
-    A pyenv shim is on PATH for every installed version but only runs the ones
-    the pyenv global/local setting selects; ``PYENV_VERSION`` selects this one.
-    """
-    if shutil.which(f"python{version}") is None:
-        return None
-    probe = "import sys; print(sys.executable); print('%d.%d' % sys.version_info[:2])"
-    for env in (os.environ, {**os.environ, "PYENV_VERSION": version}):
-        result = subprocess.run(
-            [f"python{version}", "-c", probe],
-            capture_output=True,
-            text=True,
-            check=False,
-            env=env,
-            timeout=60,
-        )
-        lines = result.stdout.split()
-        if result.returncode == 0 and len(lines) == 2 and lines[1] == version:
-            return lines[0]
-    return None
-
-
-def require_python(version: str) -> str:
-    """``find_python`` or skip; on CI (``CI=true``) a missing version fails."""
-    executable = find_python(version)
-    if executable is None:
-        message = f"python{version} is not available"
-        if is_ci():
-            pytest.fail(f"{message}; CI=true requires every python_version")
-        pytest.skip(message)
-    return executable
-
-
-def run(
-    command: list[str],
-    cwd: Path | None,
-    env: dict[str, str] | None = None,
-    timeout: int = 600,
-) -> subprocess.CompletedProcess[str]:
-    """Run a tool, output and errors together, for an assertion message."""
-    return subprocess.run(
-        command,
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        check=False,
-        timeout=timeout,
-    )
-
-
-# Settings a developer may have exported; each run states its own.
-SCRUBBED_ENV = ("APP_ENV", "DATABASE_URL", "SECRET_KEY", "VIRTUAL_ENV", "PYTHONPATH")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The caller's environment without app settings or outer pytest options."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in SCRUBBED_ENV and not key.startswith("PYTEST_")
-    }
-    env.update(extra)
-    return env

@@ -1,4 +1,6 @@
-"""nginx helpers shared by the template's nginx and end-to-end tests."""
+"""The shipped nginx configs run on loopback: rendered for a private prefix
+and ports, started, and spoken to in raw HTTP (malformed requests included),
+for the nginx and end-to-end tests and the benchmarks."""
 
 from __future__ import annotations
 
@@ -15,10 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from process_support import Service, background
-from template_support import is_ci, run
+from template_tools.process import Service, background, run
 
 NGINX_DIR = Path("deploy") / "nginx"
 # The main configs (plain HTTP; TLS-terminating) and the snippets both include.
@@ -39,17 +38,12 @@ ACCESS_LOG = "access_log /var/log/nginx/access.log json;"
 HTTP_BLOCK = "http {"
 
 
-def require_nginx() -> str:
-    """Path of the nginx binary; skip without one, fail under CI=true
-    (``make test`` installs it there)."""
+def find_nginx() -> str | None:
+    """Path of the nginx binary (root's ``/usr/sbin`` may be off PATH), or
+    ``None``; ``make test`` installs it when it can."""
     found = shutil.which("nginx")
     if found is None and Path("/usr/sbin/nginx").is_file():
         found = "/usr/sbin/nginx"
-    if found is None:
-        message = "nginx is not installed"
-        if is_ci():
-            pytest.fail(f"{message}; CI=true requires it")
-        pytest.skip(message)
     return found
 
 
@@ -60,7 +54,7 @@ def mime_types(nginx: str) -> Path:
     conf_dir = Path(match.group(1)).parent if match else Path("/etc/nginx")
     path = conf_dir / "mime.types"
     if not path.is_file():
-        pytest.fail(f"nginx has no mime.types at {path}")
+        raise FileNotFoundError(f"nginx has no mime.types at {path}")
     return path
 
 
@@ -74,7 +68,8 @@ def replace_once(text: str, old: str, new: str) -> str:
     """``str.replace`` of a line that must occur exactly once, so a test or a
     deployment script swapping it cannot miss it or hit a second one."""
     count = text.count(old)
-    assert count == 1, f"{old!r} occurs {count} times in nginx.conf"
+    if count != 1:
+        raise ValueError(f"{old!r} occurs {count} times in nginx.conf")
     return text.replace(old, new)
 
 
@@ -101,7 +96,8 @@ def replace_in_files(
     holders = [name for name, text in files.items() if old in text]
     if optional and not holders:
         return
-    assert len(holders) == 1, f"{old!r} occurs in {holders}"
+    if len(holders) != 1:
+        raise ValueError(f"{old!r} occurs in {holders}")
     files[holders[0]] = replace_once(files[holders[0]], old, new)
 
 
@@ -162,16 +158,19 @@ class Answer:
 
     def problem(self, status: int) -> dict[str, Any]:
         """The problem+json body of an error answer with ``status``, whose
-        ``request_id`` is the response's one X-Request-ID."""
-        assert self.status == status, (self.status, self.body[:500])
-        assert self.headers.get_content_type() == "application/problem+json", (
-            self.headers.get("Content-Type"),
-            self.body[:500],
-        )
+        ``request_id`` is the response's one X-Request-ID; an
+        ``AssertionError`` (a failed check, for the tests) otherwise."""
+        content_type = self.headers.get_content_type()
+        if self.status != status or content_type != "application/problem+json":
+            raise AssertionError((self.status, content_type, self.body[:500]))
         problem: dict[str, Any] = json.loads(self.body)
-        assert problem["status"] == status, problem
-        assert problem["title"], problem
-        assert self.headers.get_all("X-Request-ID") == [problem["request_id"]]
+        request_ids = self.headers.get_all("X-Request-ID")
+        if (
+            problem["status"] != status
+            or not problem["title"]
+            or request_ids != [problem["request_id"]]
+        ):
+            raise AssertionError((problem, request_ids))
         return problem
 
 
