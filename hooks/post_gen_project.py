@@ -34,6 +34,14 @@ def remove_paths(paths: list[str]) -> None:
             path.unlink()
 
 
+def remove_empty_folders(names: tuple[str, ...]) -> None:
+    """Drop folders whose every file belonged to options not chosen."""
+    for name in names:
+        path = Path(name)
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
 def paths_to_remove(answers: dict[str, str]) -> list[str]:
     """Files that belong to options not chosen."""
     paths: list[str] = []
@@ -57,11 +65,15 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             str(package / "jobs"),
             str(package / "exports"),
             str(package / "metrics" / "tasks.py"),
+            "docs/background-jobs.md",
             "migrations/versions/0002_create_jobs.py",
             "migrations/versions/0004_jobs_belong_to_accounts.py",
             "migrations/versions/0005_job_errors_and_reaping.py",
             "tests/test_sentry_tasks.py",
             "tests/test_tasks.py",
+            "tests/test_limits_redis.py",
+            "tests/test_migrations_jobs.py",
+            "tests/test_ownership_jobs.py",
             "tests/test_tracing_tasks.py",
             "tests/test_job_failures.py",
             "tests/test_job_reaper.py",
@@ -110,6 +122,7 @@ def main() -> int:
     answers = json.loads(r"""{{ cookiecutter | jsonify }}""")
     install_license(answers["open_source_license"])
     remove_paths(paths_to_remove(answers))
+    remove_empty_folders(("docs",))
     install_lock_files(answers)
     print(next_steps(answers))
     return 0

@@ -207,17 +207,34 @@ def test_long_running_services_have_healthchecks(
 def test_app_services_read_env_and_share_the_export_volume(
     stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
+    """Background exports (Celery) are written to a shared volume and sent by
+    nginx; without them, nothing of that volume or directory remains."""
     project, answers = stack_bake
+    celery = answers["use_celery"] == "y"
     stack = services(project)
     for name in app_services(answers):
         assert stack[name]["env_file"] == ".env", name
-        assert f"exports:{EXPORT_DIR}" in stack[name]["volumes"], name
-    assert f"exports:{EXPORT_DIR}:ro" in stack["nginx"]["volumes"]
+        volumes = stack[name].get("volumes", [])
+        assert (f"exports:{EXPORT_DIR}" in volumes) == celery, name
+    assert (f"exports:{EXPORT_DIR}:ro" in stack["nginx"]["volumes"]) == celery
+    assert ("exports" in load(project, COMPOSE)["volumes"]) == celery
     # ...which is where nginx serves /_exports/ from and the app writes to.
     assert f"alias {EXPORT_DIR}/;" == EXPORTS
-    # Only background exports (Celery) are downloaded through nginx.
-    assert (EXPORTS in shipped_text(project)) == (answers["use_celery"] == "y")
-    assert f"EXPORT_DIR={EXPORT_DIR}" in (project / DOCKERFILE).read_text("utf-8")
+    assert (EXPORTS in shipped_text(project)) == celery
+    dockerfile = (project / DOCKERFILE).read_text("utf-8")
+    assert (f"EXPORT_DIR={EXPORT_DIR}" in dockerfile) == celery
+    if not celery:
+        leftovers = [
+            str(path.relative_to(project))
+            for path in project.rglob("*")
+            if path.is_file()
+            and ".venv" not in path.parts
+            and any(
+                word in path.read_text("utf-8", errors="replace")
+                for word in (EXPORT_DIR, "EXPORT_DIR", "/_exports")
+            )
+        ]
+        assert leftovers == []
 
 
 def test_nginx_runs_the_shipped_config_beside_web(

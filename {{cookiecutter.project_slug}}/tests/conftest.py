@@ -8,9 +8,7 @@ migrates it, empties the tables after every test and drops it at the end.
 
 from __future__ import annotations
 
-{% if cookiecutter.use_celery == "y" -%}
 import gc
-{% endif -%}
 import os
 {%- if cookiecutter.use_celery == "y" %}
 import uuid
@@ -36,7 +34,7 @@ from {{ cookiecutter.package_name }}.celery_app import close_celery
 from {{ cookiecutter.package_name }}.config import normalize_database_url
 from {{ cookiecutter.package_name }}.extensions import db
 
-from support import ApiClient, CapturingTransport
+from support import ApiClient, CapturingTransport, Tenant
 
 # Variables a developer's shell may carry that would change what tests see.
 _APP_VARIABLES = (
@@ -162,11 +160,9 @@ def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
 {%- if cookiecutter.use_celery == "y" %}
         close_celery(app.extensions["celery"])
 {%- endif %}
-{%- if cookiecutter.use_celery == "y" %}
-    # Celery's per-thread clients are freed with the app objects: collect
-    # them now, inside the test that made them, not in a random later one.
+    # Clients kept per thread (a broker's) are freed with the app objects:
+    # collect them now, inside the test that made them, not in a later one.
     gc.collect()
-{%- endif %}
 
 
 @pytest.fixture
@@ -177,6 +173,27 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def tenants(app: Flask) -> tuple[Tenant, Tenant]:
+    return Tenant(app, "alice"), Tenant(app, "bob")
+
+
+@pytest.fixture
+def empty_app(
+    make_app: Callable[..., Flask], tmp_path: Path, postgres_url: str | None
+) -> Iterator[Flask]:
+    """An app on a database with no tables yet."""
+    if postgres_url:
+        from pg_database import temporary_database
+
+        with temporary_database(postgres_url) as url:
+            yield make_app(schema=False, SQLALCHEMY_DATABASE_URI=url)
+            with make_app(schema=False, SQLALCHEMY_DATABASE_URI=url).app_context():
+                db.engine.dispose()
+        return
+    yield make_app(schema=False, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/m.db")
 
 
 @pytest.fixture

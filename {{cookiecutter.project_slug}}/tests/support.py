@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -128,6 +129,41 @@ def issue_token(
 def account_id(app: Flask, account: str = DEFAULT_ACCOUNT) -> int:
     with app.app_context():
         return accounts.get_or_create_account(account).id
+
+
+# An id no row has: asking for it must look like asking for another
+# account's.
+UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
+
+
+class Tenant:
+    """One account: its client and the ids of what it made."""
+
+    def __init__(self, app: Flask, name: str) -> None:
+        self.name = name
+        self.client = app.test_client(token=issue_token(app, name))
+        self.account_id = account_id(app, name)
+        self.events = [self.add_event(n) for n in range(3)]
+
+    def add_event(self, n: int) -> str:
+        response = self.client.post(
+            "/api/events",
+            json={"kind": f"{self.name}.k", "amount": f"{n}.50", "payload": self.name},
+        )
+        assert response.status_code == 201, response.data
+        return response.get_json()["id"]
+
+
+def same_answer(mine: Any, unknown: Any, other_id: str) -> None:
+    """``mine`` (another account's id) and ``unknown`` are indistinguishable."""
+    assert mine.status_code == unknown.status_code == 404
+    mine_body = problem_of(mine)
+    unknown_body = problem_of(unknown)
+    for body in (mine_body, unknown_body):
+        body.pop("request_id")
+    assert json.dumps(mine_body).replace(other_id, UNKNOWN_ID) == json.dumps(
+        unknown_body
+    )
 
 
 class _Default:

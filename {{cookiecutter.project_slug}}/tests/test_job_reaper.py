@@ -159,7 +159,7 @@ def test_the_reaper_task_fails_jobs_sent_again_too_often(
     assert stored(app, fresh_id).status == JobStatus.PENDING
     assert reaped("export", "failed") == before[0] + 1
     assert reaped("owner_summary", "failed") == before[1] + 1
-    assert "reap-stuck-jobs" in app.extensions["celery"].conf.beat_schedule
+    assert "jobs.reap_stuck" in app.extensions["celery"].conf.beat_schedule
 
 
 def test_the_deadline_covers_every_retry_of_a_live_job(

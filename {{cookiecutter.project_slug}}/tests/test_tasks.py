@@ -292,6 +292,30 @@ def test_delivery_settings_are_hardened(
     assert isinstance(app.extensions["celery"].tasks["jobs.purge_expired"], AppTask)
 
 
+def test_tasks_declare_their_queue_and_schedule(
+    make_app: Callable[..., Flask],
+) -> None:
+    """Each feature's tasks name their own queue and period; the Celery app
+    collects them, knowing no feature."""
+    celery = make_app().extensions["celery"]
+
+    def queue_of(name: str) -> str:
+        task = celery.tasks[name]
+        options = celery.amqp.router.route(task._get_exec_options(), name)
+        return str(options["queue"].name)
+
+    assert queue_of("exports.write") == "exports"
+    assert queue_of("exports.purge_expired") == "exports"
+    assert queue_of("jobs.summarize_owner") == "default"
+    assert {
+        entry["task"]: entry["schedule"] for entry in celery.conf.beat_schedule.values()
+    } == {
+        "jobs.purge_expired": timedelta(hours=1),
+        "jobs.reap_stuck": timedelta(minutes=5),
+        "exports.purge_expired": timedelta(minutes=15),
+    }
+
+
 def test_visibility_timeout_must_outlast_the_hard_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

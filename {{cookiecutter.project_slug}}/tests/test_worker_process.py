@@ -189,5 +189,5 @@ def test_beat_starts_with_the_purge_schedule(
         pass
     # Beat stores its schedule on shutdown.
     with shelve.open(str(schedule), flag="r") as stored:  # noqa: S301 - our file
-        assert "purge-expired-jobs" in stored["entries"]
-        assert stored["entries"]["purge-expired-jobs"].task == "jobs.purge_expired"
+        assert "jobs.purge_expired" in stored["entries"]
+        assert stored["entries"]["jobs.purge_expired"].task == "jobs.purge_expired"

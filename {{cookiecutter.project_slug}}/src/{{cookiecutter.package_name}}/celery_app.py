@@ -8,6 +8,11 @@ retry alike. Arguments must be plain values (ids, strings, numbers): a
 model instance or a context-local proxy is refused where it is sent. The
 request id of the sender travels in the message headers and is on every
 log record of the task.
+
+Features declare what Celery needs to know of their tasks on the tasks
+themselves: ``routed_to="..."`` for a queue of their own, ``run_every=...``
+for beat to send them periodically. :func:`init_celery` collects both from
+the registered tasks, so this module names no feature.
 """
 
 from __future__ import annotations
@@ -17,12 +22,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import kombu.pools
 import redis.exceptions
+import sentry_sdk
 from celery import Celery, Task
 from celery import current_app as current_celery
 from celery.signals import (
@@ -33,6 +38,10 @@ from celery.signals import (
 from flask import Flask, current_app
 from kombu import Queue
 from kombu.exceptions import OperationalError as BrokerError
+from opentelemetry import trace
+from opentelemetry.instrumentation.celery import CeleryInstrumentor
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from sentry_sdk.integrations.celery import CeleryIntegration
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
 from . import logs, sentry, tracing
@@ -47,7 +56,6 @@ REQUEST_ID_HEADER = "request_id"
 # The sender's (account id, token id), for the task's log lines only: what
 # data a task may touch comes from its arguments.
 IDENTITY_HEADER = "identity"
-QUEUES = ("default", "exports")
 
 # Errors worth another try: the database or the broker was briefly away.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
@@ -65,6 +73,12 @@ ENQUEUE_ERRORS: tuple[type[Exception], ...] = (
 )
 # Sends that failed because Redis was away: logged once per outage.
 BROKER = Outage("broker")
+
+# Failed tasks reach Sentry, and traces follow tasks and Redis commands, in
+# every process that imports this module: create_app's does, before it
+# starts Sentry, and tracing starts later still (after the fork).
+sentry.integrate_also(CeleryIntegration())
+tracing.instrument_also(CeleryInstrumentor(), RedisInstrumentor())
 
 
 def sender_request_id() -> str:
@@ -98,7 +112,7 @@ class AppTask(Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with self.sender_context():
-            sentry.tag_task(logs.request_id_var.get())
+            tag_sentry_scope(logs.request_id_var.get())
             with self.app.flask_app.app_context():
                 return self.run(*args, **kwargs)
 
@@ -116,6 +130,25 @@ class AppTask(Task):
         finally:
             logs.identity_var.reset(identity_token)
             logs.request_id_var.reset(token)
+
+
+def tag_sentry_scope(request_id: str) -> None:
+    """Tag whatever Sentry reports for the running task.
+
+    Celery's integration reports a failed task after the task's own call has
+    returned and its ids are unset, so they go on the task's Sentry scope
+    (one per task run) instead.
+    """
+    if not sentry_sdk.get_client().is_active():
+        return
+    sentry_sdk.set_tag(sentry.REQUEST_ID_TAG, request_id)
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        sentry_sdk.set_tag(sentry.TRACE_ID_TAG, trace.format_trace_id(span.trace_id))
+    identity = logs.identity_var.get()
+    if identity != logs.ANONYMOUS:
+        sentry_sdk.set_tag(sentry.ACCOUNT_ID_TAG, identity[0])
+        sentry_sdk.set_tag(sentry.TOKEN_ID_TAG, identity[1])
 
 
 def local_broker_settings(instance_path: str) -> dict[str, Any]:
@@ -144,20 +177,31 @@ def local_broker_settings(instance_path: str) -> dict[str, Any]:
     }
 
 
-def beat_schedule() -> dict[str, Any]:
+def task_routes(celery: Celery) -> dict[str, dict[str, str]]:
+    """A route for every task declared with ``routed_to``: the queue it is
+    sent to instead of the default one. (Celery's own ``queue`` task
+    attribute is deprecated in favour of routes.)"""
     return {
-        "purge-expired-jobs": {
-            "task": "jobs.purge_expired",
-            "schedule": timedelta(hours=1),
-        },
-        "reap-stuck-jobs": {
-            "task": "jobs.reap_stuck",
-            "schedule": timedelta(minutes=5),
-        },
-        "purge-expired-exports": {
-            "task": "exports.purge_expired",
-            "schedule": timedelta(minutes=15),
-        },
+        task.name: {"queue": task.routed_to}
+        for task in celery.tasks.values()
+        if getattr(task, "routed_to", None)
+    }
+
+
+def task_queues(celery: Celery, routes: dict[str, dict[str, str]]) -> list[Queue]:
+    """The default queue and every queue a route names."""
+    names = {celery.conf.task_default_queue}
+    names.update(route["queue"] for route in routes.values())
+    return [Queue(name) for name in sorted(names)]
+
+
+def beat_schedule(celery: Celery) -> dict[str, Any]:
+    """An entry, named after its task, for every task declared with
+    ``run_every``: beat sends it that often."""
+    return {
+        task.name: {"task": task.name, "schedule": task.run_every}
+        for task in celery.tasks.values()
+        if getattr(task, "run_every", None)
     }
 
 
@@ -174,11 +218,14 @@ def init_celery(app: Flask) -> Celery:
         )
     celery = Celery(app.name, task_cls=AppTask)
     celery.config_from_object(settings)
-    celery.conf.task_queues = [Queue(name) for name in QUEUES]
-    celery.conf.task_routes = {"exports.*": {"queue": "exports"}}
     # Outlives Redis dropping mid-task (see worker_consumer).
     celery.conf.worker_consumer = f"{__package__}.worker_consumer:Consumer"
-    celery.conf.beat_schedule = beat_schedule()
+    # The features' tasks are imported by now (create_app imports the
+    # features): reading them here finalizes the app with all of them.
+    routes = task_routes(celery)
+    celery.conf.task_routes = routes
+    celery.conf.task_queues = task_queues(celery, routes)
+    celery.conf.beat_schedule = beat_schedule(celery)
     celery.conf.beat_schedule_filename = str(
         Path(app.instance_path) / "celerybeat-schedule"
     )

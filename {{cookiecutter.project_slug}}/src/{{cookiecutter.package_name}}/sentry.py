@@ -1,19 +1,20 @@
 """Error reports to Sentry, sent only when ``SENTRY_DSN`` is set.
 
 ``create_app`` calls :func:`init_sentry`, so every process that builds the
-app reports: gunicorn workers{% if cookiecutter.use_celery == "y" %}, the Celery worker (``worker.py`` builds its
-app when Celery imports it, at start-up, before the pool forks){% endif %} and CLI
-commands. Sentry's client belongs to the process: the first app with a DSN
-starts it and later apps reuse it, so a process that builds many apps
-(tests, scripts) does not start a client per app. With gunicorn's
+app reports: gunicorn workers, CLI commands and any other process that
+runs the app's work. Sentry's client belongs to the process: the first app
+with a DSN starts it and later apps reuse it, so a process that builds many
+apps (tests, scripts) does not start a client per app. With gunicorn's
 ``preload_app`` the client is started in the master; the SDK starts its
 sending thread again in each forked worker.
 
-Only faults are reported: an unhandled exception in a request{% if cookiecutter.use_celery == "y" %} or a task{% endif %}.
+Only faults are reported: an unhandled exception in a request (or in other
+work a feature reports, through an integration it adds with
+:func:`integrate_also`).
 An error the API answers on purpose (a 4xx problem response) is not one.
 Every event carries the ``request_id`` tag (and ``account_id`` and
 ``token_id`` of an authenticated caller), the id on the response header
-and on every log line of the request{% if cookiecutter.use_celery == "y" %} or task{% endif %}, so an event leads to its
+and on every log line of the request, so an event leads to its
 logs; and, when it is traced (tracing.py), the ``trace_id`` tag, so it
 leads to its trace too. Personal data stays in: no cookies, authorization
 headers or client addresses are sent, not even inside a stack frame's
@@ -28,9 +29,6 @@ from typing import Any
 import sentry_sdk
 from opentelemetry import trace
 from sentry_sdk.integrations import Integration
-{%- if cookiecutter.use_celery == "y" %}
-from sentry_sdk.integrations.celery import CeleryIntegration
-{%- endif %}
 from sentry_sdk.integrations.flask import FlaskIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.integrations.sqlalchemy import SqlalchemyIntegration
@@ -56,15 +54,22 @@ WSGI_DENYLIST = [
     "http_x_forwarded_for",
     "http_x_real_ip",
 ]
+# Integrations features add (integrate_also), besides the ones named below.
+_also_integrated: list[Integration] = []
+
+
+def integrate_also(integration: Integration) -> None:
+    """Have Sentry use this integration too, from the next :func:`init_sentry`
+    on (a feature's library: a task queue). Once per integration."""
+    if all(type(known) is not type(integration) for known in _also_integrated):
+        _also_integrated.append(integration)
 
 
 def integrations() -> list[Integration]:
     """Named rather than left to auto-detection, so what reports is plain."""
     return [
         FlaskIntegration(),
-{%- if cookiecutter.use_celery == "y" %}
-        CeleryIntegration(),
-{%- endif %}
+        *_also_integrated,
         SqlalchemyIntegration(),
         # Records at INFO and above become breadcrumbs, ERROR ones events.
         LoggingIntegration(),
@@ -124,24 +129,3 @@ def tag_event(event: Event, _hint: Hint) -> Event:
     if identity != ANONYMOUS:
         tags[ACCOUNT_ID_TAG], tags[TOKEN_ID_TAG] = identity
     return event
-{%- if cookiecutter.use_celery == "y" %}
-
-
-def tag_task(request_id: str) -> None:
-    """Tag whatever Sentry reports for the running task.
-
-    Celery's integration reports a failed task after the task's own call has
-    returned and its ids are unset, so they go on the task's Sentry scope
-    (one per task run) instead.
-    """
-    if not sentry_sdk.get_client().is_active():
-        return
-    sentry_sdk.set_tag(REQUEST_ID_TAG, request_id)
-    span = trace.get_current_span().get_span_context()
-    if span.is_valid:
-        sentry_sdk.set_tag(TRACE_ID_TAG, trace.format_trace_id(span.trace_id))
-    identity = identity_var.get()
-    if identity != ANONYMOUS:
-        sentry_sdk.set_tag(ACCOUNT_ID_TAG, identity[0])
-        sentry_sdk.set_tag(TOKEN_ID_TAG, identity[1])
-{%- endif %}

@@ -11,14 +11,14 @@ from the project and ``APP_ENV``.
 
 :func:`init_tracing` runs once per process, after it forked, so each
 process has its own exporter, with its own connection and thread.
-Gunicorn calls it in each worker (deploy/gunicorn.conf.py){% if cookiecutter.use_celery == "y" %}, the Celery
-worker in each pool process (celery_app.py){% endif %}, and ``flask run`` when it
-serves the app (wsgi.py).
+Gunicorn calls it in each worker (deploy/gunicorn.conf.py) and ``flask run``
+when it serves the app (wsgi.py); any other process that runs the app's
+work does the same after it forks.
 :func:`shutdown_tracing` sends the spans still buffered when that process
-exits. Flask, SQLAlchemy{% if cookiecutter.use_celery == "y" %}, Celery and Redis{% endif %} are instrumented: an incoming W3C
-``traceparent`` is continued, every statement is a span{% if cookiecutter.use_celery == "y" %}, and a task sent
-during a request carries the trace in its message headers to the worker,
-which continues it{% endif %}.
+exits. Flask and SQLAlchemy are instrumented: an incoming W3C
+``traceparent`` is continued and every statement is a span. A feature that
+brings other libraries (a message queue's client) adds their
+instrumentations with :func:`instrument_also`.
 """
 
 from __future__ import annotations
@@ -27,17 +27,11 @@ import logging
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Flask
 from opentelemetry import context, trace
-{%- if cookiecutter.use_celery == "y" %}
-from opentelemetry.instrumentation.celery import CeleryInstrumentor
-{%- endif %}
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
-{%- if cookiecutter.use_celery == "y" %}
-from opentelemetry.instrumentation.redis import RedisInstrumentor
-{%- endif %}
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -65,14 +59,26 @@ PROCESS_ATTRIBUTE = "app.process"
 EXCLUDED_URLS = "/healthz$,/readyz$,/metrics$"
 
 
-# Kinds of span a trace may begin with: a request{% if cookiecutter.use_celery == "y" %}, a task run, a task sent{% endif %}.
-ROOT_KINDS = frozenset({SpanKind.SERVER{% if cookiecutter.use_celery == "y" %}, SpanKind.CONSUMER, SpanKind.PRODUCER{% endif %}})
+# Kinds of span a trace may begin with: a request, a message received or sent.
+ROOT_KINDS = frozenset({SpanKind.SERVER, SpanKind.CONSUMER, SpanKind.PRODUCER})
+
+
+class Instrumentor(Protocol):
+    """What OpenTelemetry's instrumentations of a library have in common."""
+
+    def instrument(self, **kwargs: Any) -> Any: ...
+
+    def uninstrument(self, **kwargs: Any) -> Any: ...
+
+
+# Instrumentations features add (instrument_also), besides Flask and SQLAlchemy.
+_also_instrumented: list[Instrumentor] = []
 
 
 class WorkOnly(Sampler):
     """Samples as ``OTEL_TRACES_SAMPLER`` says, traces that begin with a
-    request{% if cookiecutter.use_celery == "y" %} or a task{% endif %}; a statement{% if cookiecutter.use_celery == "y" %} or Redis command{% endif %} outside one (the
-    readiness probe's, a CLI command's{% if cookiecutter.use_celery == "y" %}, the worker polling{% endif %}) would
+    request or a message; a statement or client command outside one (the
+    readiness probe's, a CLI command's, a queue being polled) would
     otherwise be a trace of its own, many a minute."""
 
     def __init__(self, sampler: Sampler) -> None:
@@ -140,6 +146,14 @@ def resource(config: Mapping[str, Any], process_kind: str) -> Resource:
     return defaults.merge(OTELResourceDetector().detect())
 
 
+def instrument_also(*instrumentors: Instrumentor) -> None:
+    """Have tracing instrument these libraries too, from the next
+    :func:`init_tracing` on; each is added once."""
+    for instrumentor in instrumentors:
+        if instrumentor not in _also_instrumented:
+            _also_instrumented.append(instrumentor)
+
+
 def init_tracing(app: Flask, process_kind: str) -> bool:
     """Start tracing this process for ``app``, once. Returns whether this
     call started it.
@@ -184,10 +198,8 @@ def instrument(app: Flask, provider: TracerProvider) -> None:
     SQLAlchemyInstrumentor().instrument(
         engines=engines, tracer_provider=provider, skip_dep_check=True
     )
-{%- if cookiecutter.use_celery == "y" %}
-    CeleryInstrumentor().instrument(tracer_provider=provider)
-    RedisInstrumentor().instrument(tracer_provider=provider)
-{%- endif %}
+    for instrumentor in _also_instrumented:
+        instrumentor.instrument(tracer_provider=provider)
 
 
 def shutdown_tracing() -> None:
@@ -197,10 +209,8 @@ def shutdown_tracing() -> None:
     if _active is None:
         return
     active, _active = _active, None
-{%- if cookiecutter.use_celery == "y" %}
-    RedisInstrumentor().uninstrument()
-    CeleryInstrumentor().uninstrument()
-{%- endif %}
+    for instrumentor in reversed(_also_instrumented):
+        instrumentor.uninstrument()
     SQLAlchemyInstrumentor().uninstrument()
     FlaskInstrumentor.uninstrument_app(active.app)
     active.provider.shutdown()

@@ -27,8 +27,8 @@ from ..events.schemas import ExportFilters
 from ..http.problems import APIError
 from ..jobs import services as jobs
 from ..jobs.models import Job, JobStatus
-from ..jobs.routes import Accepted, start_job
 from ..jobs.schemas import JobAccepted, JobOut
+from ..jobs.services import Accepted, start_job
 from ..openapi import operation
 from . import files, tasks
 

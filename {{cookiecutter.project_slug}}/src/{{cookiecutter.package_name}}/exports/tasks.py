@@ -1,4 +1,5 @@
-"""Export tasks, on the ``exports`` queue."""
+"""Export tasks, on a queue of their own (``exports``), so dedicated
+workers can give exports their own capacity."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from . import files
 
 log = logging.getLogger(__name__)
 KIND = "export"
+QUEUE = "exports"
 
 
-@shared_task(base=JobTask, name="exports.write", job_kind=KIND)
+@shared_task(base=JobTask, name="exports.write", job_kind=KIND, routed_to=QUEUE)
 def write_export(job_id: str, owner_id: int) -> dict[str, Any] | None:
     """Write ``owner_id``'s export file. A redelivery after success does
     nothing; one after a crash mid-write writes the file again, whole."""
@@ -45,7 +47,9 @@ def write_export(job_id: str, owner_id: int) -> dict[str, Any] | None:
     return result
 
 
-@shared_task(name="exports.purge_expired")
+@shared_task(
+    name="exports.purge_expired", routed_to=QUEUE, run_every=timedelta(minutes=15)
+)
 def purge_expired() -> int:
     """Periodic (beat): delete exports older than EXPORT_TTL_HOURS, file and
     row, and the temporary files of exports killed mid-write."""

@@ -25,11 +25,11 @@ from typing import Any
 
 from celery import Celery
 from flask import current_app
+from prometheus_client import Counter
 from sqlalchemy import select
 
 from ..celery_app import ENQUEUE_ERRORS, AppTask, enqueue
 from ..extensions import db
-from ..metrics.tasks import JOBS_REAPED
 from ..sqltypes import utcnow
 from .errors import JobError
 from .models import Job, JobStatus
@@ -37,6 +37,13 @@ from .models import Job, JobStatus
 log = logging.getLogger(__name__)
 
 UNFINISHED = (JobStatus.PENDING, JobStatus.RUNNING)
+# Unfinished jobs found making no progress, by job kind and what was done:
+# "requeued" (sent again) or "failed". Served on the worker's /metrics.
+JOBS_REAPED = Counter(
+    "jobs_reaped",
+    "Stuck jobs sent again or failed by the reaper, by job kind and outcome.",
+    ("kind", "outcome"),
+)
 
 
 def deadline(celery: Celery) -> timedelta:

@@ -3,52 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from celery import Task
-from flask import Blueprint, url_for
-from flask.wrappers import Response
+from flask import Blueprint
 
 from ..accounts import Scope, current_identity
-from ..http.problems import APIError, problem
+from ..http.problems import APIError
 from ..openapi import operation
 from . import services, tasks
 from .schemas import JobAccepted, JobOut, OwnerSummaryRequest
+from .services import Accepted, start_job
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 
-RETRY_AFTER_SECONDS = 10
 TAG = "jobs"
-
-# A submitted job (202), or the 503 problem when the broker is away.
-Accepted = tuple[JobAccepted, int, dict[str, str]] | Response
-
-
-def start_job(
-    owner_id: int,
-    kind: str,
-    params: dict[str, Any],
-    task: Task,
-    status_endpoint: str,
-) -> Accepted:
-    """Submit a job: 202 with its status URL, or 503 if the broker is down."""
-    try:
-        job = services.submit_job(owner_id, kind, params, task)
-    except services.BrokerUnavailableError as exc:
-        response = problem(
-            503,
-            "Service Unavailable",
-            "The task queue is unreachable. The job was recorded as failed; "
-            "try again later.",
-            job_id=exc.job.id,
-        )
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return response
-    status_url = url_for(status_endpoint, job_id=job.id)
-    accepted = JobAccepted.model_validate(
-        {**JobOut.model_validate(job).model_dump(), "status_url": status_url}
-    )
-    return accepted, 202, {"Location": status_url}
 
 
 @bp.post("/owner-summaries")

@@ -1,4 +1,5 @@
-"""Job bookkeeping on plain values: create and send, start, finish, purge."""
+"""Job bookkeeping on plain values: create and send, start, finish, purge;
+and :func:`start_job`, the answer every view that starts a job gives."""
 
 from __future__ import annotations
 
@@ -7,13 +8,21 @@ from datetime import timedelta
 from typing import Any, cast
 
 from celery import Task
+from flask import url_for
+from flask.wrappers import Response
 from sqlalchemy import CursorResult, delete, select
 
 from ..celery_app import ENQUEUE_ERRORS, enqueue
 from ..extensions import db
+from ..http.problems import problem
 from ..sqltypes import utcnow
 from .errors import JobError
 from .models import FINISHED, Job, JobStatus
+from .schemas import JobAccepted, JobOut
+
+RETRY_AFTER_SECONDS = 10
+# A submitted job (202), or the 503 problem when the broker is away.
+Accepted = tuple[JobAccepted, int, dict[str, str]] | Response
 
 
 class BrokerUnavailableError(RuntimeError):
@@ -46,6 +55,33 @@ def submit_job(owner_id: int, kind: str, params: dict[str, Any], task: Task) -> 
         finish(job, JobStatus.FAILED, error=JobError.BROKER_UNAVAILABLE)
         raise BrokerUnavailableError(job) from exc
     return job
+
+
+def start_job(
+    owner_id: int,
+    kind: str,
+    params: dict[str, Any],
+    task: Task,
+    status_endpoint: str,
+) -> Accepted:
+    """Submit a job: 202 with its status URL, or 503 if the broker is down."""
+    try:
+        job = submit_job(owner_id, kind, params, task)
+    except BrokerUnavailableError as exc:
+        response = problem(
+            503,
+            "Service Unavailable",
+            "The task queue is unreachable. The job was recorded as failed; "
+            "try again later.",
+            job_id=exc.job.id,
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    status_url = url_for(status_endpoint, job_id=job.id)
+    accepted = JobAccepted.model_validate(
+        {**JobOut.model_validate(job).model_dump(), "status_url": status_url}
+    )
+    return accepted, 202, {"Location": status_url}
 
 
 def get_job(owner_id: int, job_id: uuid.UUID, kind: str | None = None) -> Job | None:

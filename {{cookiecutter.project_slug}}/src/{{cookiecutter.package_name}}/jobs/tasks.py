@@ -1,4 +1,5 @@
-"""Job tasks. Each takes a job id and is safe to run more than once."""
+"""Job tasks. Each takes a job id and is safe to run more than once; the
+periodic ones say how often beat sends them (``run_every``)."""
 
 from __future__ import annotations
 
@@ -118,13 +119,13 @@ def summarize_owner(job_id: str, owner_id: int) -> dict[str, Any]:
     return result
 
 
-@shared_task(name="jobs.reap_stuck", ignore_result=True)
+@shared_task(name="jobs.reap_stuck", ignore_result=True, run_every=timedelta(minutes=5))
 def reap_stuck() -> int:
     """Periodic (beat): send again or fail jobs stuck unfinished (reaper.py)."""
     return len(reaper.reap())
 
 
-@shared_task(name="jobs.purge_expired")
+@shared_task(name="jobs.purge_expired", run_every=timedelta(hours=1))
 def purge_expired() -> int:
     """Periodic (beat): delete jobs finished more than JOB_RETENTION_DAYS ago."""
     days = current_app.config["JOB_RETENTION_DAYS"]

@@ -1,5 +1,6 @@
-"""Prometheus metrics: HTTP requests (``web``),{% if cookiecutter.use_celery == "y" %} Celery tasks (``tasks``),{% endif %}
-and their exposition, in one process or many (``exposition``)."""
+"""Prometheus metrics: HTTP requests (``web``), and their exposition, in one
+process or many (``exposition``); features may count their own work in a
+module of this package."""
 
 from .web import init_app
 

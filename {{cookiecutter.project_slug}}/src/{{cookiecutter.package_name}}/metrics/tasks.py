@@ -44,13 +44,6 @@ TASKS = Counter(
     "Celery task state changes, by task name and state.",
     ("task", "state"),
 )
-# Unfinished jobs the reaper (jobs/reaper.py) found making no progress, by
-# job kind and what it did: "requeued" (sent again) or "failed".
-JOBS_REAPED = Counter(
-    "jobs_reaped",
-    "Stuck jobs sent again or failed by the reaper, by job kind and outcome.",
-    ("kind", "outcome"),
-)
 _servers: list[WSGIServer] = []
 
 

@@ -1,0 +1,53 @@
+"""Abuse limits counted in Redis: where the counts go, and a Redis that
+cannot be reached, which never turns a request into a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+
+from {{ cookiecutter.package_name }}.config import load_config
+
+from support import free_port
+
+
+def test_unreachable_redis_serves_requests(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(
+        RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{free_port()}/0",
+        RATELIMIT_FAILED_AUTH="2 per minute",
+    )
+    client, anonymous = app.test_client(), app.test_client(token=None)
+    assert [client.get("/api/events").status_code for _ in range(3)] == [200] * 3
+    assert client.post("/api/events", json={"kind": "x"}).status_code == 400
+    # Counted in this process meanwhile: the limits still hold.
+    assert [anonymous.get("/api/events").status_code for _ in range(3)] == [
+        401,
+        401,
+        429,
+    ]
+    assert "Rate limit storage unreachable" in caplog.text
+
+
+def test_with_redis_the_counts_go_there(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_config("testing").RATELIMIT_KEY_PREFIX == "limits"
+    monkeypatch.setenv("REDIS_URL", "redis://redis.internal:6379/2")
+    monkeypatch.setenv("CELERY_KEY_PREFIX", "staging:")
+    app = make_app()
+    assert app.config["RATELIMIT_STORAGE_URI"] == "redis://redis.internal:6379/2"
+    # Under Celery's key prefix: one prefix keeps a deployment's keys apart.
+    assert app.config["RATELIMIT_KEY_PREFIX"] == "staging:limits"
+    options = app.config["RATELIMIT_STORAGE_OPTIONS"]
+    assert options["key_prefix"] == "staging:limits"
+    assert options["socket_connect_timeout"] <= 1
+    assert options["socket_timeout"] <= 1
+    monkeypatch.setenv("RATELIMIT_STORAGE_URI", "memory://")
+    monkeypatch.setenv("RATELIMIT_KEY_PREFIX", "web-limits")
+    settings = load_config("testing")
+    assert settings.RATELIMIT_STORAGE_URI == "memory://"
+    assert settings.RATELIMIT_KEY_PREFIX == "web-limits"
