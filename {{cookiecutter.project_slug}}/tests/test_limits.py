@@ -18,7 +18,7 @@ from redis import Redis
 from werkzeug.test import TestResponse
 
 from {{ cookiecutter.package_name }}.accounts import tokens
-from {{ cookiecutter.package_name }}.config import ConfigError, load_config
+from {{ cookiecutter.package_name }}.config import ConfigError, load_settings
 from {{ cookiecutter.package_name }}.http.limits import limiter_of
 from {{ cookiecutter.package_name }}.http.request_id import HEADER as REQUEST_ID
 from {{ cookiecutter.package_name }}.http.security import HEADERS as SECURITY_HEADERS
@@ -289,7 +289,7 @@ def test_unusable_limit_settings_are_refused_by_name(
 
 
 def test_defaults() -> None:
-    settings = vars(load_config("testing"))
+    settings = vars(load_settings("testing"))
     assert {
         name: settings[name]
         for name in (
@@ -310,7 +310,7 @@ def test_defaults() -> None:
 def test_with_redis_the_counts_go_there(
     make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert load_config("testing").RATELIMIT_KEY_PREFIX == "limits"
+    assert load_settings("testing").RATELIMIT_KEY_PREFIX == "limits"
     monkeypatch.setenv("REDIS_URL", "redis://redis.internal:6379/2")
     monkeypatch.setenv("CELERY_KEY_PREFIX", "staging:")
     app = make_app()
@@ -323,7 +323,7 @@ def test_with_redis_the_counts_go_there(
     assert options["socket_timeout"] <= 1
     monkeypatch.setenv("RATELIMIT_STORAGE_URI", "memory://")
     monkeypatch.setenv("RATELIMIT_KEY_PREFIX", "web-limits")
-    settings = load_config("testing")
+    settings = load_settings("testing")
     assert settings.RATELIMIT_STORAGE_URI == "memory://"
     assert settings.RATELIMIT_KEY_PREFIX == "web-limits"
 {%- endif %}

@@ -31,11 +31,9 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import click
-from flask import Flask
 
 from . import config
 
-PACKAGE = __name__.rpartition(".")[0]
 # The production database this project was generated for.
 DATABASE = "{{ cookiecutter.database }}"
 # deploy/nginx/nginx.conf is one proxy hop in front of the app.
@@ -103,17 +101,10 @@ Check = Callable[[Context], list[Finding]]
 
 def load_production_config() -> tuple[dict[str, Any], dict[str, Any]]:
     """(config, config before the ``FLASK_`` overrides), built as
-    ``create_app`` builds it for production, but not validated. Raises
+    ``create_app`` builds it for production, but not refused. Raises
     :class:`config.ConfigError` naming the first variable it cannot read."""
-    settings = config.load_config("production")
-    app = Flask(PACKAGE)
-    app.config.from_object(settings)
-    defaults = dict(app.config)
-    app.config.from_prefixed_env()
-    app.config["APP_ENV"] = "production"
-    # BaseConfig's validate accepts anything: normalise, do not refuse.
-    config.finalize(app.config, config.BaseConfig)
-    return dict(app.config), defaults
+    checked = config.build_config("production", strict=False)
+    return checked, config.load_settings("production").flask_config()
 
 
 def production_context(
@@ -392,8 +383,7 @@ def check_cors(ctx: Context) -> list[Finding]:
 
 
 def check_broker(ctx: Context) -> list[Finding]:
-    celery = ctx.config.get("CELERY") or {}
-    broker = celery.get("broker_url")
+    broker = ctx.config.get("CELERY_BROKER_URL")
     if not broker:
         return [
             error(
