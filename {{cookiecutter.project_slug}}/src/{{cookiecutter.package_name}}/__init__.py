@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dotenv import load_dotenv
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -35,15 +36,8 @@ log = logging.getLogger(__name__)
 
 
 def load_dotenv_for_development() -> None:
-    """Read ``.env`` into the environment, in development only.
-
-    python-dotenv is a development dependency: production images do not
-    install it and never read a stray ``.env``.
-    """
-    try:
-        from dotenv import load_dotenv
-    except ImportError:
-        return
+    """Read ``.env`` into the environment, in development only: the image
+    carries none (.dockerignore), and production never reads a stray one."""
     load_dotenv(".env", override=False)
 
 

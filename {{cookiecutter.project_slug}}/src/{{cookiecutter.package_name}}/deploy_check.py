@@ -31,8 +31,10 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import click
+from pydantic import ValidationError
 
 from . import config
+from .serving import GunicornSettings
 
 # The production database this project was generated for.
 DATABASE = "{{ cookiecutter.database }}"
@@ -462,19 +464,15 @@ def check_logging(ctx: Context) -> list[Finding]:
     return findings
 
 
-def gunicorn_workers(environ: Mapping[str, str]) -> int:
+def gunicorn_workers() -> int:
     """How many workers deploy/gunicorn.conf.py starts, at least:
     ``GUNICORN_WORKERS``, else its default, 2 x CPUs + 1 (so 3 or more)
     capped at ``GUNICORN_MAX_WORKERS`` (8)."""
-
-    def number(name: str, default: int) -> int:
-        try:
-            return int(environ.get(name, "").strip() or default)
-        except ValueError:
-            return default  # gunicorn refuses to start, naming it
-
-    workers = number("GUNICORN_WORKERS", 0)
-    return workers if workers > 0 else min(3, number("GUNICORN_MAX_WORKERS", 8))
+    try:
+        settings = GunicornSettings()
+    except ValidationError:
+        return 3  # gunicorn refuses to start, naming the variable
+    return settings.workers or min(3, settings.max_workers)
 
 
 def check_rate_limits(ctx: Context) -> list[Finding]:
@@ -488,7 +486,7 @@ def check_rate_limits(ctx: Context) -> list[Finding]:
             )
         ]
     storage = str(ctx.config.get("RATELIMIT_STORAGE_URI") or "memory://")
-    workers = gunicorn_workers(ctx.environ)
+    workers = gunicorn_workers()
     if storage.startswith("memory://") and workers > 1:
         if ctx.environ.get("GUNICORN_WORKERS", "").strip():
             count = f"GUNICORN_WORKERS={workers}"
