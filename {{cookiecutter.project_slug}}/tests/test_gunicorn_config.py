@@ -236,6 +236,31 @@ def gunicorn_env(tmp_path: Path, **variables: str) -> dict[str, str]:
     return env
 
 
+def test_the_master_imports_nothing_of_the_app(tmp_path: Path) -> None:
+    """Reading the config imports neither the package nor what it uses:
+    prometheus_client would pick its storage before the metrics directory
+    is set, and a driver imported before a gevent worker patches the
+    standard library would not cooperate."""
+    watched = (PACKAGE, "flask", "prometheus_client", "sqlalchemy", "psycopg")
+    code = (
+        "import runpy, sys; "
+        f"runpy.run_path({str(CONFIG_PATH)!r}); "
+        "loaded = set(name.split('.')[0] for name in sys.modules); "
+        f"print(sorted(loaded & set({watched!r})))"
+    )
+    result = subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=gunicorn_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
+
+
 def test_check_config_accepts_the_shipped_file(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "gunicorn", "--check-config"]
     result = subprocess.run(  # noqa: S603 - fixed argv
