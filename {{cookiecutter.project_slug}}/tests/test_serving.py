@@ -128,3 +128,42 @@ def test_post_fork_leaves_apps_alone_without_preload() -> None:
         cfg=SimpleNamespace(preload_app=False), app=SimpleNamespace(wsgi=load_app)
     )
     serving.post_fork(server, SimpleNamespace(pid=1))
+
+
+# Metrics directory ------------------------------------------------------------
+
+
+@pytest.fixture
+def no_metrics_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """metrics_dir() sets both variables; monkeypatch puts them back."""
+    monkeypatch.delenv(serving.METRICS_DIR_VARIABLE, raising=False)
+    monkeypatch.delenv(serving.PRIVATE_METRICS_DIR_VARIABLE, raising=False)
+
+
+@pytest.mark.usefixtures("no_metrics_dir")
+def test_without_a_metrics_dir_gunicorn_gets_a_private_one(tmp_path: Path) -> None:
+    """On tmpfs, named after the master's pid, and removed at exit."""
+    private = serving.metrics_dir(shared_memory=tmp_path)
+    assert private == str(tmp_path / f"{serving.PACKAGE}-metrics-{os.getpid()}")
+    assert os.environ[serving.METRICS_DIR_VARIABLE] == private
+    serving.reset_metrics_dir(Path(private))
+    serving.on_exit(SimpleNamespace())
+    assert not Path(private).exists()
+
+
+@pytest.mark.usefixtures("no_metrics_dir")
+def test_a_configured_metrics_dir_is_used_and_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(serving.METRICS_DIR_VARIABLE, str(tmp_path))
+    assert serving.metrics_dir(shared_memory=tmp_path / "unused") == str(tmp_path)
+    serving.on_exit(SimpleNamespace())
+    assert tmp_path.is_dir()
+
+
+def test_a_new_run_starts_the_metrics_afresh(tmp_path: Path) -> None:
+    """Files of processes that are gone would carry their counts over."""
+    stale, kept = write(tmp_path / "counter_123.db", ""), write(tmp_path / "x", "")
+    serving.reset_metrics_dir(tmp_path)
+    assert not stale.exists()
+    assert kept.exists()
