@@ -405,8 +405,9 @@ def describe(error: ErrorDetails) -> str:
     name = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
     kind, context = error["type"], error.get("ctx", {})
-    if kind == "value_error":
-        return f"{name} {message}".strip().replace(" :", ":")
+    if kind == "value_error":  # ours: the message says what is wrong
+        separator = "" if message.startswith(":") else " "
+        return f"{name}{separator}{message}".strip()
     wanted = {
         "int_parsing": "must be an integer",
         "int_from_float": "must be an integer",
