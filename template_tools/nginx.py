@@ -4,6 +4,7 @@ for the nginx and end-to-end tests and the benchmarks."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import http.client
 import json
@@ -221,3 +222,32 @@ def running_nginx(nginx: str, conf: Path, prefix: Path, port: int) -> Iterator[S
     with background("nginx", command, prefix, {}, prefix / "logs") as service:
         wait_for_port(port, service)
         yield service
+
+
+def gunicorn_settings(project: Path) -> dict[str, Any]:
+    """What the shipped gunicorn config runs with by default, read without
+    running it (gunicorn is not installed here): the defaults of
+    ``GunicornSettings`` in the package's serving.py (``bind``, ``timeout``...)
+    and the literal settings of deploy/gunicorn.conf.py (``limit_request_*``)."""
+    (serving,) = project.glob("src/*/serving.py")
+    found: dict[str, Any] = {}
+    for node in ast.walk(ast.parse(serving.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ClassDef) and node.name == "GunicornSettings":
+            for field in node.body:
+                if not isinstance(field, ast.AnnAssign) or field.value is None:
+                    continue
+                value = field.value
+                if isinstance(value, ast.Call):  # Field(default, ...)
+                    value = value.args[0] if value.args else ast.Constant(None)
+                if isinstance(field.target, ast.Name):
+                    with contextlib.suppress(ValueError):
+                        found[field.target.id] = ast.literal_eval(value)
+    conf = project / "deploy" / "gunicorn.conf.py"
+    for node in ast.parse(conf.read_text(encoding="utf-8")).body:
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Constant)
+        ):
+            found[node.targets[0].id] = node.value.value
+    return found

@@ -8,7 +8,6 @@ commands and healthchecks these files name.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import shlex
@@ -25,6 +24,7 @@ from template_tools.nginx import (
     SNIPPETS,
     TLS_CONF,
     UPSTREAM,
+    gunicorn_settings,
     shipped_text,
 )
 from template_tools.process import run
@@ -38,7 +38,6 @@ COMPOSE_FILES = (COMPOSE, COMPOSE_DEV, COMPOSE_PROD)
 # nginx terminating TLS on public ports, on top of the production-like run.
 COMPOSE_TLS = Path("deploy") / "compose.tls.yaml"
 DOCKERFILE = Path("deploy") / "docker" / "Dockerfile"
-GUNICORN_CONF = Path("deploy") / "gunicorn.conf.py"
 EXPORT_DIR = "/srv/app/exports"
 APP_SERVICES_WITH_CELERY = ("migrate", "web", "worker", "beat")
 
@@ -64,18 +63,6 @@ def seconds(duration: str) -> float:
     assert parts, f"not a duration: {duration!r}"
     assert "".join(n + u for n, u in parts) == duration, duration
     return sum(float(number) * units[unit] for number, unit in parts)
-
-
-def gunicorn_graceful_timeout(project: Path) -> int:
-    tree = ast.parse((project / GUNICORN_CONF).read_text(encoding="utf-8"))
-    for node in tree.body:
-        if (
-            isinstance(node, ast.Assign)
-            and isinstance(node.targets[0], ast.Name)
-            and node.targets[0].id == "DEFAULT_GRACEFUL_TIMEOUT"
-        ):
-            return ast.literal_eval(node.value)
-    raise AssertionError("no DEFAULT_GRACEFUL_TIMEOUT in gunicorn.conf.py")
 
 
 # --- compose -----------------------------------------------------------------
@@ -138,7 +125,7 @@ def test_web_outlasts_gunicorns_graceful_timeout(
     stack_bake: tuple[Path, dict[str, str]],
 ) -> None:
     project, answers = stack_bake
-    graceful = gunicorn_graceful_timeout(project)
+    graceful = gunicorn_settings(project)["graceful_timeout"]
     web = services(project)["web"]
     assert seconds(web["stop_grace_period"]) > graceful
     if answers["use_celery"] == "y":

@@ -56,10 +56,10 @@ TEMPLATE_ENV_EXAMPLE = "{{cookiecutter.project_slug}}/.env.example"
 
 # The setting the user changes, and the line the template changes in the
 # same file, far enough from it for a clean merge.
-SETTING = '"BACKGROUND_THREADS", 4)'
-USER_SETTING = '"BACKGROUND_THREADS", 8)'
-TEMPLATE_SETTING = '"BACKGROUND_THREADS", 6)'
-DOCSTRING = '"""Settings shared by every environment."""'
+SETTING = "BACKGROUND_THREADS: int = Field(4, ge=1)"
+USER_SETTING = "BACKGROUND_THREADS: int = Field(8, ge=1)"
+TEMPLATE_SETTING = "BACKGROUND_THREADS: int = Field(6, ge=1)"
+DOCSTRING = '"""Settings shared by every environment, each read from its variable."""'
 NEW_DOCSTRING = '"""Settings shared by every environment, read once per app."""'
 NEW_ENV_EXAMPLE_LINE = "# READINESS_TIMEOUT_SECONDS=2\n"
 

@@ -43,6 +43,7 @@ from template_tools.nginx import (
     exchange,
     free_port,
     get,
+    gunicorn_settings,
     render_for_prefix,
     replace_once,
     running_nginx,
@@ -51,7 +52,6 @@ from template_tools.nginx import (
 from template_tools.process import run
 from template_tools.template import bake_into
 
-GUNICORN_CONF = Path("deploy") / "gunicorn.conf.py"
 SECURITY = Path("src") / "flask_service" / "http" / "security.py"
 MAINS = (CONF, TLS_CONF)
 # What the stand-in app's own problems say, to tell them from nginx's.
@@ -213,36 +213,16 @@ def size(value: str) -> int:
     return int(value)
 
 
-def gunicorn_settings(project: Path) -> dict[str, Any]:
-    """Module-level constants of gunicorn.conf.py assigned a literal
-    (``DEFAULT_*``, ``limit_request_*``), read without running it (gunicorn
-    is not installed here)."""
-    tree = ast.parse((project / GUNICORN_CONF).read_text(encoding="utf-8"))
-    return {
-        node.targets[0].id: ast.literal_eval(node.value)
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        and isinstance(node.targets[0], ast.Name)
-        and isinstance(node.value, ast.Constant)
-    }
-
-
 def test_nginx_and_gunicorn_defaults_line_up(shipped: str, project: Path) -> None:
     defaults = gunicorn_settings(project)
     upstream = shipped[shipped.index("upstream app {") :]
     upstream = upstream[: upstream.index("}")]
     # nginx proxies to the address gunicorn binds by default.
-    assert f"server {defaults['DEFAULT_BIND']};" in upstream
+    assert f"server {defaults['bind'][0]};" in upstream
     # nginx drops idle upstream connections before gunicorn would.
-    assert (
-        seconds(directive(upstream, "keepalive_timeout"))
-        < (defaults["DEFAULT_KEEPALIVE"])
-    )
+    assert seconds(directive(upstream, "keepalive_timeout")) < (defaults["keepalive"])
     # nginx waits at least as long as gunicorn lets a worker run.
-    assert (
-        seconds(directive(shipped, "proxy_read_timeout"))
-        >= (defaults["DEFAULT_TIMEOUT"])
-    )
+    assert seconds(directive(shipped, "proxy_read_timeout")) >= (defaults["timeout"])
     # = the app's MAX_CONTENT_LENGTH default, 1 MiB.
     assert directive(shipped, "client_max_body_size") == "1m"
 
@@ -526,6 +506,34 @@ def test_streamed_exports_are_limited_per_address(
     finally:
         for stream in streams:
             stream.close()
+
+
+def test_access_log_lines_stay_one_json_object_each(
+    proxy_prefix: tuple[int, Path],
+) -> None:
+    """nginx writes the stack's access log. Quotes, backslashes and control
+    characters a client sends are escaped, so no client can break a line or
+    forge another one; requests nginx answers itself are logged too."""
+    port, prefix = proxy_prefix
+    agent = 'agent "quoted" \\ {"forged": true}\x01'
+    path = '/a"b\\c%0A{"forged":true}'
+    exchange(port, get(path, {"User-Agent": agent, "X-Request-ID": "log-1"}))
+    exchange(port, get("/metrics", {"X-Request-ID": "log-2"}))  # nginx's 404
+    log = prefix / "logs" / "access.log"
+
+    deadline = time.monotonic() + 5  # nginx logs as a request ends
+    while True:
+        lines = log.read_text(encoding="utf-8").splitlines()
+        entries = {entry["request_id"]: entry for entry in map(json.loads, lines)}
+        if {"log-1", "log-2"} <= set(entries) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert (entries["log-1"]["uri"], entries["log-1"]["user_agent"]) == (path, agent)
+    assert {"time", "method", "status", "request_time"} <= set(entries["log-1"])
+    assert (entries["log-2"]["status"], entries["log-2"]["upstream_status"]) == (
+        404,
+        "",
+    )
 
 
 # After the tests above: it spends /api/'s burst for a while.

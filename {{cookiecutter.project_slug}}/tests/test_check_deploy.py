@@ -381,8 +381,11 @@ def test_a_variable_config_cannot_read_is_an_error(
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("FLASK_MAX_CONTENT_LENGTH", "abc", "whole number"),
-        ("FLASK_METRICS_ENABLED", "yes", "true or false"),
+        # A setting's override is checked as its variable is.
+        ("FLASK_MAX_CONTENT_LENGTH", "abc", "must be an integer"),
+        ("FLASK_METRICS_ENABLED", "maybe", "true or false"),
+        # Any other key keeps what JSON made of it.
+        ("FLASK_SQLALCHEMY_RECORD_QUERIES", "yes", "true or false"),
     ],
 )
 def test_flask_override_of_the_wrong_type_is_an_error(
@@ -504,7 +507,7 @@ def test_checks_see_the_config_the_app_gets(
         "LOG_LEVEL",
         "SENTRY_DSN",
 {%- if cookiecutter.use_celery == "y" %}
-        "CELERY",
+        "CELERY_BROKER_URL",
         "EXPORT_X_ACCEL",
 {%- endif %}
     ):

@@ -12,7 +12,7 @@ from {{ cookiecutter.package_name }}.config import (
     EXAMPLE_SECRET_KEY,
     ConfigError,
     engine_options,
-    load_config,
+    load_settings,
     normalize_database_url,
 )
 
@@ -32,20 +32,20 @@ def production_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("app_env", "expected"),
     [
-        ("development", config.DevelopmentConfig),
-        ("testing", config.TestingConfig),
-        ("production", config.ProductionConfig),
+        ("development", config.DevelopmentSettings),
+        ("testing", config.TestingSettings),
+        ("production", config.ProductionSettings),
     ],
 )
 def test_app_env_picks_the_config_class(
     monkeypatch: pytest.MonkeyPatch, app_env: str, expected: type
 ) -> None:
     monkeypatch.setenv("APP_ENV", app_env)
-    assert type(load_config()) is expected
+    assert type(load_settings()) is expected
 
 
 def test_unset_app_env_means_production() -> None:
-    assert type(load_config()) is config.ProductionConfig
+    assert type(load_settings()) is config.ProductionSettings
 
 
 def test_unknown_app_env_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,10 +116,42 @@ def test_flask_prefixed_variables_override_config(
     assert make_app().config["MAX_CONTENT_LENGTH"] == 2048
 
 
-def test_malformed_integer_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MAX_CONTENT_LENGTH", "lots")
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("MAX_CONTENT_LENGTH", "lots", "must be an integer, got 'lots'"),
+        ("METRICS_ENABLED", "maybe", "must be true or false, got 'maybe'"),
+        ("DATABASE_POOL_SIZE", "0", "must be at least 1, got '0'"),
+        ("G_SIZE_CHECK", "loud", "must be one of 'off', 'warn' or 'fail'"),
+        ("TRUSTED_HOSTS", " , ", None),
+    ],
+)
+def test_a_malformed_variable_is_named(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str | None
+) -> None:
+    monkeypatch.setenv(name, value)
+    if message is None:  # blank is unset
+        assert getattr(load_settings("testing"), name) is None
+        return
+    with pytest.raises(ConfigError, match=f"^{name} {message}"):
+        load_settings("testing")
+
+
+def test_flask_prefixed_variables_are_checked_like_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLASK_MAX_CONTENT_LENGTH", "lots")
     with pytest.raises(ConfigError, match="MAX_CONTENT_LENGTH must be an integer"):
-        load_config("testing")
+        create_app({"APP_ENV": "testing"})
+
+
+def test_test_overrides_win_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch, make_app
+) -> None:
+    monkeypatch.setenv("MAX_CONTENT_LENGTH", "4096")
+    monkeypatch.setenv("FLASK_MAX_CONTENT_LENGTH", "2048")
+    assert make_app().config["MAX_CONTENT_LENGTH"] == 2048
+    assert make_app(MAX_CONTENT_LENGTH=1024).config["MAX_CONTENT_LENGTH"] == 1024
 
 
 @pytest.mark.parametrize(
@@ -135,7 +167,7 @@ def test_database_url_accepts_the_pasted_forms(given: str, expected: str) -> Non
     assert normalize_database_url(given) == expected
 
 
-def test_engine_options_come_from_config(make_app) -> None:
+def test_engine_options_come_from_settings(make_app) -> None:
     options = make_app().config["SQLALCHEMY_ENGINE_OPTIONS"]
     assert options["pool_pre_ping"] is True
     assert options["pool_recycle"] == 1800
@@ -143,7 +175,8 @@ def test_engine_options_come_from_config(make_app) -> None:
 
 
 def test_every_database_wait_has_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    postgresql = engine_options("postgresql+psycopg://u@db/app")
+    settings = load_settings("testing")
+    postgresql = engine_options("postgresql+psycopg://u@db/app", settings)
     assert postgresql["pool_timeout"] == 10
     args = postgresql["connect_args"]
     assert args["connect_timeout"] == 3
@@ -151,10 +184,14 @@ def test_every_database_wait_has_a_bound(monkeypatch: pytest.MonkeyPatch) -> Non
     assert args[ANSWER_TIMEOUT] == 15
     assert (args["keepalives"], args["keepalives_idle"]) == (1, 30)
     assert args["tcp_user_timeout"] == 15000
-    assert engine_options("sqlite:///app.db")["connect_args"] == {"timeout": 5}
+    assert engine_options("sqlite:///app.db", settings)["connect_args"] == {
+        "timeout": 5
+    }
 
     monkeypatch.setenv("DATABASE_STATEMENT_TIMEOUT", "0")
-    unbounded = engine_options("postgresql+psycopg://u@db/app")["connect_args"]
+    unbounded = engine_options(
+        "postgresql+psycopg://u@db/app", load_settings("testing")
+    )["connect_args"]
     assert unbounded["options"] == "-c statement_timeout=0"
     assert unbounded[ANSWER_TIMEOUT] == 0  # no answer timeout either
 

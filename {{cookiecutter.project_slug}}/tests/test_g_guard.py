@@ -14,7 +14,7 @@ from flask import Flask, g
 from sqlalchemy import select
 
 from {{ cookiecutter.package_name }}.accounts import Scope, current_identity, require
-from {{ cookiecutter.package_name }}.config import ConfigError, load_config
+from {{ cookiecutter.package_name }}.config import ConfigError, load_settings
 from {{ cookiecutter.package_name }}.events.models import Event
 from {{ cookiecutter.package_name }}.extensions import db
 from {{ cookiecutter.package_name }}.http import g_guard
@@ -99,10 +99,10 @@ def test_the_limit_is_a_setting(make_app: Callable[..., Flask]) -> None:
 def test_production_does_not_measure_unless_enabled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert load_config("production").G_SIZE_CHECK == "off"
+    assert load_settings("production").G_SIZE_CHECK == "off"
     monkeypatch.setenv("G_SIZE_CHECK", "warn")
     monkeypatch.setenv("G_SIZE_LIMIT_BYTES", "4096")
-    enabled = load_config("production")
+    enabled = load_settings("production")
     assert (enabled.G_SIZE_CHECK, enabled.G_SIZE_LIMIT_BYTES) == ("warn", 4096)
 
 

@@ -1,10 +1,10 @@
 """deploy/gunicorn.conf.py, the config production runs.
 
-Worker counts come from the container's CPU quota, not the host's CPU
-count; every value is set by a ``GUNICORN_`` variable; combinations that
-would run badly (gevent on SQLite, threads on sync workers, a misspelt
-variable) are refused; and a real gunicorn started with the file
-serves and writes one JSON access-log line per request.
+Every value is set by a ``GUNICORN_`` variable; combinations that would run
+badly (gevent on SQLite, threads on sync workers, a misspelt variable) are
+refused; and a real gunicorn started with the file serves, writes its own
+messages as JSON lines and no access log (nginx writes that one). The code
+the file uses is tested in test_serving.py.
 """
 
 from __future__ import annotations
@@ -18,14 +18,9 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
-from typing import Any
+from types import ModuleType
 
 import pytest
-from flask import Flask
-from sqlalchemy import text
-
-from {{ cookiecutter.package_name }}.extensions import db
 
 from support import free_port, process_group, wait_for
 
@@ -73,86 +68,13 @@ def write(path: Path, content: str) -> Path:
     return path
 
 
-# CPU limit and worker count -------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("cpu_max", "available", "expected"),
-    [
-        ("200000 100000", 4, 2),
-        ("150000 100000", 4, 2),  # a fraction of a CPU rounds up
-        ("50000 100000", 4, 1),
-        ("800000 100000", 2, 2),  # never more than the CPUs it may run on
-        ("max 100000", 3, 3),  # no quota
-    ],
-)
-def test_cgroup_v2_quota_sets_the_cpu_limit(
-    config: ModuleType, tmp_path: Path, cpu_max: str, available: int, expected: int
-) -> None:
-    cpus = config.cpu_limit(
-        cpu_max=write(tmp_path / "cpu.max", cpu_max),
-        cfs_quota=tmp_path / "missing-quota",
-        cfs_period=tmp_path / "missing-period",
-        available=available,
-    )
-    assert cpus == expected
-
-
-@pytest.mark.parametrize(
-    ("quota", "period", "expected"),
-    [("100000", "100000", 1), ("250000", "100000", 3), ("-1", "100000", 4)],
-)
-def test_cgroup_v1_quota_sets_the_cpu_limit(
-    config: ModuleType, tmp_path: Path, quota: str, period: str, expected: int
-) -> None:
-    cpus = config.cpu_limit(
-        cpu_max=tmp_path / "missing-cpu.max",
-        cfs_quota=write(tmp_path / "cpu.cfs_quota_us", quota),
-        cfs_period=write(tmp_path / "cpu.cfs_period_us", period),
-        available=4,
-    )
-    assert cpus == expected
-
-
-def test_cgroup_v2_wins_over_v1(config: ModuleType, tmp_path: Path) -> None:
-    cpus = config.cpu_limit(
-        cpu_max=write(tmp_path / "cpu.max", "100000 100000"),
-        cfs_quota=write(tmp_path / "cpu.cfs_quota_us", "300000"),
-        cfs_period=write(tmp_path / "cpu.cfs_period_us", "100000"),
-        available=4,
-    )
-    assert cpus == 1
-
-
-def test_without_a_quota_the_affinity_mask_counts(
-    config: ModuleType, tmp_path: Path
-) -> None:
-    """The CPUs this process may run on, which a cpuset can make fewer than
-    the host's ``os.cpu_count()``."""
-    cpus = config.cpu_limit(
-        cpu_max=tmp_path / "missing-cpu.max",
-        cfs_quota=tmp_path / "missing-quota",
-        cfs_period=tmp_path / "missing-period",
-    )
-    if hasattr(os, "sched_getaffinity"):
-        assert cpus == len(os.sched_getaffinity(0))
-    else:
-        assert cpus >= 1
-
-
-@pytest.mark.parametrize(
-    ("cpus", "maximum", "expected"),
-    [(1, 8, 3), (2, 8, 5), (3, 8, 7), (4, 8, 8), (64, 8, 8), (2, 2, 2)],
-)
-def test_default_workers_is_two_per_cpu_plus_one_capped(
-    config: ModuleType, cpus: int, maximum: int, expected: int
-) -> None:
-    assert config.default_workers(cpus, maximum) == expected
+# Worker count -----------------------------------------------------------------
 
 
 def test_workers_default_to_the_cpu_limit(config: ModuleType) -> None:
-    assert config.workers == config.default_workers(config.cpu_limit())
-    assert 1 <= config.workers <= config.DEFAULT_MAX_WORKERS
+    serving = config.serving
+    assert config.workers == serving.default_workers(serving.cpu_limit(), 8)
+    assert 1 <= config.workers <= 8
 
 
 def test_max_workers_caps_and_workers_overrides(load_config: LoadConfig) -> None:
@@ -175,7 +97,7 @@ def test_defaults_suit_nginx_on_the_same_host(config: ModuleType) -> None:
     assert config.forwarded_allow_ips == "127.0.0.1"
     assert config.secure_scheme_headers == {"X-FORWARDED-PROTO": "https"}
     assert config.preload_app is False
-    assert (config.accesslog, config.errorlog) == ("-", "-")
+    assert (config.accesslog, config.errorlog) == (None, "-")
     assert config.proc_name == PACKAGE
     assert config.wsgi_app == WSGI_APP
     if Path("/dev/shm").is_dir():  # noqa: S108 - the path the config checks
@@ -212,7 +134,7 @@ def test_environment_overrides_each_value(
         PRELOAD_APP="true",
         FORWARDED_ALLOW_IPS="10.0.0.5",
         WORKER_TMP_DIR=str(tmp_path),
-        ACCESS_LOG="off",
+        ERROR_LOG="off",
         LOG_LEVEL="WARNING",
         PROC_NAME="api",
     )
@@ -223,7 +145,7 @@ def test_environment_overrides_each_value(
     assert config.preload_app is True
     assert config.forwarded_allow_ips == "10.0.0.5"
     assert config.worker_tmp_dir == str(tmp_path)
-    assert config.accesslog is None
+    assert config.errorlog is None
     assert config.loglevel == "warning"
     assert config.proc_name == "api"
 
@@ -249,18 +171,26 @@ def test_gevent_runs_on_postgresql_with_the_loop_monitor(
     monkeypatch.setenv("DATABASE_URL", "postgres://user@db.example/app")
     config = load_config(WORKER_CLASS="gevent")
     assert (config.worker_class, config.threads) == ("gevent", 1)
-    assert config.gevent_max_blocking_seconds == 0.2
-    assert load_config(GEVENT_MAX_BLOCKING_SECONDS="0").gevent_max_blocking_seconds == 0
+    assert config.env.gevent_max_blocking_seconds == 0.2
+    unmonitored = load_config(GEVENT_MAX_BLOCKING_SECONDS="0")
+    assert unmonitored.env.gevent_max_blocking_seconds == 0
 {%- endif %}
 
 
-def test_the_retired_gevent_variable_is_refused_with_advice(
-    load_config: LoadConfig,
+@pytest.mark.parametrize(
+    ("name", "advice"),
+    [
+        ("GEVENT_PATCHED_DB", "cooperates"),
+        ("ACCESS_LOG", "nginx writes the access log"),
+    ],
+)
+def test_a_retired_variable_is_refused_with_advice(
+    load_config: LoadConfig, name: str, advice: str
 ) -> None:
     with pytest.raises(
-        RuntimeError, match="GUNICORN_GEVENT_PATCHED_DB is no longer read"
+        RuntimeError, match=f"GUNICORN_{name} is no longer read: .*{advice}"
     ):
-        load_config(GEVENT_PATCHED_DB="1")
+        load_config(**{name: "1"})
 
 
 def test_sync_workers_run_one_thread(load_config: LoadConfig) -> None:
@@ -289,62 +219,6 @@ def test_bad_values_are_refused_naming_the_variable(
         load_config(**variables)
 
 
-# Access log and worker hooks --------------------------------------------------
-
-
-def test_access_log_line_stays_one_json_object(config: ModuleType) -> None:
-    """Quotes, backslashes and a newline (``%0A`` in a URL) are escaped, so a
-    client cannot break the line or forge a second one."""
-    atoms = config.JsonSafeAtoms(
-        {
-            "t": "2026-01-01T00:00:00.000+00:00",
-            "h": "127.0.0.1",
-            "m": "GET",
-            "U": '/a\nb"c\\d',
-            "s": "200",
-            "B": 12,
-            "M": 1.5,
-            "a": 'agent "quoted"\r\n{"forged": true}',
-        }
-    )
-    line = config.access_log_format % atoms
-    assert "\n" not in line
-    entry = json.loads(line)
-    assert entry["path"] == '/a\nb"c\\d'
-    assert entry["user_agent"] == 'agent "quoted"\r\n{"forged": true}'
-    assert (entry["status"], entry["bytes"], entry["duration_ms"]) == (200, 12, 1.5)
-    assert entry["request_id"] == "-"  # no X-Request-ID on this response
-
-
-def test_dispose_engines_gives_a_forked_worker_its_own_pool(
-    config: ModuleType, make_app: Callable[..., Flask]
-) -> None:
-    app = make_app()
-    with app.app_context():
-        db.session.execute(text("SELECT 1"))
-        db.session.remove()
-        inherited = db.engine.pool
-    assert config.dispose_engines(app) == 1
-    with app.app_context():
-        assert db.engine.pool is not inherited
-    # In a real fork the parent still owns these connections; here this
-    # process is the parent, so close them.
-    inherited.dispose()
-
-
-def test_post_fork_leaves_apps_alone_without_preload(config: ModuleType) -> None:
-    """Without preload the worker has not loaded the app yet; the hook must
-    not load it early."""
-
-    def load_app() -> Any:
-        raise AssertionError("post_fork loaded the app")
-
-    server = SimpleNamespace(
-        cfg=SimpleNamespace(preload_app=False), app=SimpleNamespace(wsgi=load_app)
-    )
-    config.post_fork(server, SimpleNamespace(pid=1))
-
-
 # Real gunicorn ----------------------------------------------------------------
 
 
@@ -360,6 +234,31 @@ def gunicorn_env(tmp_path: Path, **variables: str) -> dict[str, str]:
     }
     env.pop("XDG_RUNTIME_DIR", None)
     return env
+
+
+def test_the_master_imports_nothing_of_the_app(tmp_path: Path) -> None:
+    """Reading the config imports neither the package nor what it uses:
+    prometheus_client would pick its storage before the metrics directory
+    is set, and a driver imported before a gevent worker patches the
+    standard library would not cooperate."""
+    watched = (PACKAGE, "flask", "prometheus_client", "sqlalchemy", "psycopg")
+    code = (
+        "import runpy, sys; "
+        f"runpy.run_path({str(CONFIG_PATH)!r}); "
+        "loaded = set(name.split('.')[0] for name in sys.modules); "
+        f"print(sorted(loaded & set({watched!r})))"
+    )
+    result = subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=gunicorn_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
 
 
 def test_check_config_accepts_the_shipped_file(tmp_path: Path) -> None:
@@ -398,7 +297,9 @@ def running_gunicorn(
 
 
 @pytest.mark.parametrize("preload", ["0", "1"], ids=["per-worker", "preloaded"])
-def test_gunicorn_serves_and_logs_json_lines(tmp_path: Path, preload: str) -> None:
+def test_gunicorn_serves_and_logs_json_lines_without_an_access_log(
+    tmp_path: Path, preload: str
+) -> None:
     port = free_port()
     env = gunicorn_env(
         tmp_path,
@@ -426,16 +327,9 @@ def test_gunicorn_serves_and_logs_json_lines(tmp_path: Path, preload: str) -> No
     assert not (tmp_path / "home" / ".gunicorn").exists()  # no control socket
     if preload == "1":
         assert errors.count("reset 1 database engine(s)") == 2, errors
-    entries = [
-        json.loads(line)
-        for line in stdout.read_text().splitlines()
-        if line.startswith("{")
-    ]
-    mine = [entry for entry in entries if entry["request_id"] == request_id]
-    assert len(mine) == 1, entries
-    (entry,) = mine
-    assert (entry["method"], entry["path"], entry["status"]) == ("GET", "/healthz", 200)
-    assert isinstance(entry["duration_ms"], int | float)
-    assert entry["duration_ms"] >= 0
-    assert entry["remote_addr"] == "127.0.0.1"
-    assert entry["bytes"] > 0
+    # gunicorn's own messages: JSON lines in the app's format, on stderr.
+    messages = [json.loads(line) for line in errors.splitlines() if line.strip()]
+    assert {"time", "level", "logger", "message"} <= set(messages[0]), messages[0]
+    assert any("Booting worker" in entry["message"] for entry in messages), errors
+    # No access log: nginx writes one line per request.
+    assert request_id not in stdout.read_text()

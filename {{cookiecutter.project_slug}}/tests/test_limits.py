@@ -14,7 +14,7 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from {{ cookiecutter.package_name }}.accounts import tokens
-from {{ cookiecutter.package_name }}.config import ConfigError, load_config
+from {{ cookiecutter.package_name }}.config import ConfigError, load_settings
 from {{ cookiecutter.package_name }}.http.limits import limiter_of
 from {{ cookiecutter.package_name }}.http.request_id import HEADER as REQUEST_ID
 from {{ cookiecutter.package_name }}.http.security import HEADERS as SECURITY_HEADERS
@@ -261,7 +261,7 @@ def test_unusable_limit_settings_are_refused_by_name(
 
 
 def test_defaults() -> None:
-    settings = vars(load_config("testing"))
+    settings = vars(load_settings("testing"))
     assert {
         name: settings[name]
         for name in (

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from flask import Flask
 
-from {{ cookiecutter.package_name }}.config import load_config
+from {{ cookiecutter.package_name }}.config import load_settings
 
 from support import free_port
 
@@ -35,7 +35,7 @@ def test_unreachable_redis_serves_requests(
 def test_with_redis_the_counts_go_there(
     make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert load_config("testing").RATELIMIT_KEY_PREFIX == "limits"
+    assert load_settings("testing").RATELIMIT_KEY_PREFIX == "limits"
     monkeypatch.setenv("REDIS_URL", "redis://redis.internal:6379/2")
     monkeypatch.setenv("CELERY_KEY_PREFIX", "staging:")
     app = make_app()
@@ -48,6 +48,6 @@ def test_with_redis_the_counts_go_there(
     assert options["socket_timeout"] <= 1
     monkeypatch.setenv("RATELIMIT_STORAGE_URI", "memory://")
     monkeypatch.setenv("RATELIMIT_KEY_PREFIX", "web-limits")
-    settings = load_config("testing")
+    settings = load_settings("testing")
     assert settings.RATELIMIT_STORAGE_URI == "memory://"
     assert settings.RATELIMIT_KEY_PREFIX == "web-limits"

@@ -8,11 +8,11 @@ and nothing is shared between two apps in one process.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dotenv import load_dotenv
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -46,45 +46,33 @@ log = logging.getLogger(__name__)
 
 
 def load_dotenv_for_development() -> None:
-    """Read ``.env`` into the environment, in development only.
-
-    python-dotenv is a development dependency: production images do not
-    install it and never read a stray ``.env``.
-    """
-    try:
-        from dotenv import load_dotenv
-    except ImportError:
-        return
+    """Read ``.env`` into the environment, in development only: the image
+    carries none (.dockerignore), and production never reads a stray one."""
     load_dotenv(".env", override=False)
 
 
 def instance_path() -> str:
     """Local data (the SQLite file) lives in ``./instance`` of the working
     directory, or wherever ``INSTANCE_PATH`` points."""
-    return str(Path(os.environ.get("INSTANCE_PATH") or "instance").resolve())
+    return str(Path(config.ProcessSettings().INSTANCE_PATH).resolve())
 
 
 def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app.
 
-    The config class comes from ``APP_ENV`` (or ``APP_ENV`` in
-    ``config_overrides``), then ``FLASK_*`` environment variables override
-    keys, then ``config_overrides`` (tests use it). Production refuses to
-    start on an unusable config, naming the variable.
+    The settings class comes from ``APP_ENV`` (or ``APP_ENV`` in
+    ``config_overrides``); ``FLASK_*`` environment variables, then
+    ``config_overrides`` (tests use it), override its values (config.py).
+    An unusable config stops the app, naming the variable.
     """
     overrides = dict(config_overrides or {})
     env_name = overrides.pop("APP_ENV", None) or config.app_env()
     if env_name == "development":
         load_dotenv_for_development()
-    settings = config.load_config(env_name)
 
     app = Flask(__name__, instance_path=instance_path())
     app.json = http.JSONProvider(app)
-    app.config.from_object(settings)
-    app.config.from_prefixed_env()
-    app.config.update(overrides)
-    app.config["APP_ENV"] = env_name
-    config.finalize(app.config, type(settings))
+    app.config.update(config.build_config(env_name, overrides))
 
     logs.configure_logging(app.config["LOG_LEVEL"], json=app.config["LOG_JSON"])
     init_sentry(app.config)

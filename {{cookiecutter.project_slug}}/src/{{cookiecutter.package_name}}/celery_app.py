@@ -1,7 +1,8 @@
 """Celery bound to the Flask app: every task runs inside an app context.
 
 :func:`init_celery` follows Flask's documented pattern. The Celery app is
-configured from ``app.config["CELERY"]`` and uses :class:`AppTask`, whose
+configured by :func:`celery_config` from the app's settings and uses
+:class:`AppTask`, whose
 call pushes an app context, so tasks see ``current_app`` and config, and
 their database session is removed when they end, on success, failure and
 retry alike. Arguments must be plain values (ids, strings, numbers): a
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,69 @@ def tag_sentry_scope(request_id: str) -> None:
         sentry_sdk.set_tag(sentry.TOKEN_ID_TAG, identity[1])
 
 
+def celery_config(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Celery's settings (lowercase names), from the app's ``CELERY_*``
+    settings (config.py checks them).
+
+    Delivery is at-least-once: a task is acknowledged after it finishes and
+    requeued if its worker dies, so tasks must be idempotent. Redis hands an
+    unacknowledged message to another worker after ``visibility_timeout``,
+    which must outlast the hard time limit or long tasks run twice.
+    """
+    # Sending a task waits on Redis at most twice (connecting, one command),
+    # each wait bounded by half the budget, and is not retried: a request
+    # that enqueues work answers 503 within CELERY_BROKER_TIMEOUT_SECONDS
+    # when Redis is down or frozen, instead of holding its thread.
+    wait = settings["CELERY_BROKER_TIMEOUT_SECONDS"] / 2
+    transport_options: dict[str, Any] = {
+        "visibility_timeout": settings["CELERY_VISIBILITY_TIMEOUT"],
+        "socket_timeout": wait,
+        "socket_connect_timeout": wait,
+        # Lets the kernel notice a peer gone without closing (a partition,
+        # a dead host) on long-lived idle connections.
+        "socket_keepalive": True,
+        # Connecting to send is tried once, without kombu's 2 s pause and
+        # second try; the worker's own reconnect loop is not affected.
+        "max_retries": 0,
+    }
+    backend_options: dict[str, Any] = {}
+    key_prefix = settings["CELERY_KEY_PREFIX"]
+    if key_prefix:
+        transport_options["global_keyprefix"] = key_prefix
+        backend_options["global_keyprefix"] = key_prefix
+    return {
+        "broker_url": settings["CELERY_BROKER_URL"],
+        "result_backend": settings["CELERY_RESULT_BACKEND"],
+        "broker_transport_options": transport_options,
+        "result_backend_transport_options": backend_options,
+        "broker_connection_timeout": wait,
+        "redis_socket_connect_timeout": wait,
+        "redis_socket_timeout": wait,
+        "redis_socket_keepalive": True,
+        "broker_connection_retry_on_startup": True,
+        # A worker that lost Redis keeps trying to reconnect, however long
+        # the outage (the default gives up after 100 tries).
+        "broker_connection_max_retries": None,
+        # No retry: redis-py already replaces a pooled connection that a
+        # restarted Redis closed, and a retry would double the wait.
+        "task_publish_retry": False,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": settings["CELERY_TASK_TIME_LIMIT"],
+        "task_soft_time_limit": settings["CELERY_TASK_SOFT_TIME_LIMIT"],
+        "task_track_started": True,
+        "result_expires": settings["CELERY_RESULT_EXPIRES"],
+        "worker_hijack_root_logger": False,
+        "worker_max_tasks_per_child": settings["CELERY_MAX_TASKS_PER_CHILD"] or None,
+        "task_default_queue": "default",
+    }
+
+
 def local_broker_settings(instance_path: str) -> dict[str, Any]:
     """A broker and result store in files under ``instance/celery``.
 
@@ -206,7 +270,7 @@ def beat_schedule(celery: Celery) -> dict[str, Any]:
 
 
 def init_celery(app: Flask) -> Celery:
-    settings = dict(app.config["CELERY"])
+    settings = celery_config(app.config)
     if settings.get("broker_url"):
         log.info("Celery broker: Redis (%s)", redact(settings["broker_url"]))
     else:

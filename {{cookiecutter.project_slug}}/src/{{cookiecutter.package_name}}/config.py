@@ -1,80 +1,428 @@
-"""Configuration classes, one per environment, read from the environment.
+"""Settings, one typed class per environment, the only code that reads them.
 
 ``APP_ENV`` picks the class (``development``, ``testing``, ``production``;
-unset means production, so a forgotten variable fails closed). Any
-``FLASK_``-prefixed variable then overrides a key, for example
-``FLASK_MAX_CONTENT_LENGTH=2097152``.
+unset means production, so a forgotten variable fails closed). Each field
+is read from the variable of the same name; a ``FLASK_``-prefixed variable
+(``FLASK_MAX_CONTENT_LENGTH=2097152``), then the overrides a test passes to
+``create_app``, take precedence and are checked the same way. A value that
+cannot be used stops the app with :class:`ConfigError`, naming the variable.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping, MutableMapping
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
+from flask import Config
 from limits import parse_many
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"  # noqa: S105 - refused
 MIN_SECRET_KEY_LENGTH = 32
 # A connect argument the app reads and libpq never sees (see database.py).
 ANSWER_TIMEOUT = "answer_timeout"
+# An origin as browsers send it: scheme, host, optional port; no path.
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+# Flask config keys whose setting has another name.
+FLASK_KEYS = {"SQLALCHEMY_DATABASE_URI": "DATABASE_URL"}
 
 
 class ConfigError(RuntimeError):
     """The environment does not describe a runnable configuration."""
 
 
-def env_str(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or default
-
-
-def env_int(name: str, default: int) -> int:
-    raw = env_str(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def env_optional_int(name: str) -> int | None:
-    return None if env_str(name) is None else env_int(name, 0)
-
-
-def env_flag(name: str, default: bool) -> bool:
-    raw = env_str(name)
-    if raw is None:
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
-
-
-def env_fraction(name: str, default: float) -> float:
-    """A number from 0 to 1, such as a sampling rate."""
-    raw = env_str(name)
-    if raw is None:
-        return default
-    message = f"{name} must be a number from 0 to 1, got {raw!r}"
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(message) from None
-    if not 0 <= value <= 1:  # nan and inf fail this too
-        raise ConfigError(message)
+def comma_list(value: Any) -> Any:
+    """``a, b,c`` as ``["a", "b", "c"]``; a list (from a test) as given."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()] or None
     return value
 
 
-def env_list(name: str) -> list[str] | None:
-    raw = env_str(name)
-    if raw is None:
-        return None
-    return [item.strip() for item in raw.split(",") if item.strip()]
+def fraction(value: Any) -> float:
+    """A number from 0 to 1, such as a sampling rate."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not 0 <= number <= 1:  # nan and inf fail this too
+        raise ValueError(f"must be a number from 0 to 1, got {value!r}")
+    return number
+
+
+def rate(value: Any) -> str:
+    """A Flask-Limiter rate string ("10 per minute", "100/hour;1000/day"):
+    one it could not parse would only be logged at request time, and the
+    limit silently not applied."""
+    try:
+        parse_many(str(value))
+    except ValueError:
+        message = f"must be a rate such as '10 per minute', got {value!r}"
+        raise ValueError(message) from None
+    return str(value)
+
+
+def origins(value: Any) -> list[str] | None:
+    """Exact origins, or ``*`` alone."""
+    items = comma_list(value)
+    for origin in items or ():
+        if origin != "*" and not ORIGIN.fullmatch(origin):
+            raise ValueError(
+                f": {origin!r} is not an origin; give scheme://host[:port] "
+                "without a path or trailing slash, or * alone"
+            )
+    if items and "*" in items and len(items) > 1:
+        raise ValueError(": * allows every origin; give it alone")
+    return list(items) if items else None
+
+
+Names = Annotated[list[str] | None, NoDecode, BeforeValidator(comma_list)]
+Origins = Annotated[list[str] | None, NoDecode, BeforeValidator(origins)]
+Fraction = Annotated[float, BeforeValidator(fraction)]
+Rate = Annotated[str, BeforeValidator(rate)]
+Seconds = Annotated[int, Field(ge=0)]
+
+
+class Settings(BaseSettings):
+    """Settings shared by every environment, each read from its variable."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True, env_ignore_empty=True, str_strip_whitespace=True
+    )
+
+    ENV_NAME: ClassVar[str] = "base"
+    # Flask settings that are no variable's: a FLASK_ override changes them.
+    FLASK: ClassVar[dict[str, Any]] = {
+        "SQLALCHEMY_RECORD_QUERIES": False,
+        "LOG_JSON": False,
+    }
+
+    SECRET_KEY: str | None = None
+    DATABASE_URL: str | None = None
+    MAX_CONTENT_LENGTH: int = 1024 * 1024
+    TRUSTED_HOSTS: Names = None
+    LOG_LEVEL: str = "INFO"
+    READINESS_TIMEOUT_SECONDS: Seconds = 2
+    BACKGROUND_THREADS: int = Field(4, ge=1)
+    # A token's last_used_at is written at most this often, and a token
+    # verified by a process is trusted by it this long (so a revocation
+    # takes up to that long to reach every process; see accounts).
+    TOKEN_LAST_USED_RESOLUTION_SECONDS: Seconds = 60
+    TOKEN_CACHE_SECONDS: Seconds = 5
+    # Reverse proxies in front of the app (nginx is one). Forwarded headers
+    # are trusted from exactly this many hops, never more.
+    PROXY_HOPS: int = Field(0, ge=0)
+    # Error reports to Sentry, off without a DSN (see sentry.py); the
+    # environment defaults to APP_ENV.
+    SENTRY_DSN: str | None = None
+    SENTRY_ENVIRONMENT: str | None = None
+    SENTRY_RELEASE: str | None = None
+    SENTRY_TRACES_SAMPLE_RATE: Fraction = 0.0
+    # Prometheus metrics at /metrics (see the README's Metrics section).
+    METRICS_ENABLED: bool = True
+    # What a request may leave on g (see http/g_guard.py).
+    G_SIZE_CHECK: Literal["off", "warn", "fail"] = "off"
+    G_SIZE_LIMIT_BYTES: int = Field(1024 * 1024, ge=1)
+
+    # Database pool and bounded waits (see engine_options).
+    DATABASE_POOL_RECYCLE: Seconds = 1800
+    DATABASE_POOL_SIZE: int = Field(5, ge=1)
+    DATABASE_MAX_OVERFLOW: int = Field(5, ge=0)
+    DATABASE_POOL_TIMEOUT: Seconds = 10
+    DATABASE_BUSY_TIMEOUT: Seconds = 5
+    DATABASE_STATEMENT_TIMEOUT: Seconds = 10
+    # Unset: the statement timeout plus 5 s (0 when that is 0).
+    DATABASE_ANSWER_TIMEOUT: Seconds | None = None
+    DATABASE_CONNECT_TIMEOUT: Seconds = 3
+    DATABASE_APPLICATION_NAME: str = "web"
+    DATABASE_KEEPALIVES_IDLE: int = Field(30, ge=1)
+    # Unset: the answer timeout.
+    DATABASE_TCP_USER_TIMEOUT: Seconds | None = None
+{%- if cookiecutter.use_celery == "y" %}
+
+    # Redis: Celery's broker and result store, and the rate-limit counts.
+    REDIS_URL: str | None = None
+    CELERY_BROKER_URL: str | None = None  # unset: REDIS_URL
+    CELERY_RESULT_BACKEND: str | None = None  # unset: REDIS_URL
+    CELERY_KEY_PREFIX: str | None = None
+    CELERY_TASK_TIME_LIMIT: int = Field(600, ge=1)
+    CELERY_TASK_SOFT_TIME_LIMIT: int | None = None  # unset: 60 s below the hard one
+    CELERY_VISIBILITY_TIMEOUT: int | None = None  # unset: twice the hard limit
+    CELERY_BROKER_TIMEOUT_SECONDS: int = Field(3, ge=1)
+    CELERY_RESULT_EXPIRES: Seconds = 24 * 3600
+    # Recycle pool processes to bound slow leaks; 0 turns it off.
+    CELERY_MAX_TASKS_PER_CHILD: Seconds = 1000
+    JOB_RETENTION_DAYS: int = Field(7, ge=1)
+    # Stuck jobs (see jobs/reaper.py): unset derives the deadline from the
+    # task time limits and retry policy; a job is sent again at most
+    # JOB_MAX_REQUEUES times, then failed.
+    JOB_DEADLINE_SECONDS: int | None = Field(None, ge=1)
+    JOB_MAX_REQUEUES: Seconds = 3
+    # Background exports: files in EXPORT_DIR (default instance/exports),
+    # served by nginx through X-Accel-Redirect when EXPORT_X_ACCEL is on.
+    EXPORT_DIR: str | None = None
+    EXPORT_X_ACCEL: bool = False
+    EXPORT_ACCEL_PREFIX: str = "/_exports/"
+    EXPORT_TTL_HOURS: int = Field(24, ge=1)
+    # How long a signed download link stays valid.
+    EXPORT_DOWNLOAD_URL_TTL_SECONDS: int = Field(600, ge=1)
+    # The Celery worker's own /metrics endpoint; port 0 turns it off.
+    WORKER_METRICS_PORT: int = Field(0, ge=0, le=65535)
+    WORKER_METRICS_HOST: str = "127.0.0.1"
+{%- endif %}
+
+    # Abuse limits on /api/ (see http/limits.py).
+    RATELIMIT_ENABLED: bool = True
+    RATELIMIT_FAILED_AUTH: Rate = "10 per minute"
+    RATELIMIT_PER_TOKEN: Rate = "1200 per minute"  # noqa: S105 - a rate
+{%- if cookiecutter.use_celery == "y" %}
+    # Unset: Redis when there is one, shared by every process, under
+    # Celery's key prefix (one prefix keeps a deployment's keys apart);
+    # memory:// counts in each process.
+    RATELIMIT_STORAGE_URI: str | None = None
+    RATELIMIT_KEY_PREFIX: str | None = None
+{%- else %}
+    # memory:// counts in each process.
+    RATELIMIT_STORAGE_URI: str = "memory://"
+{%- endif %}
+    # Browser apps on these origins may call /api/ (see http/cors.py).
+    CORS_ORIGINS: Origins = None
+    CORS_ALLOW_CREDENTIALS: bool = False
+    CORS_MAX_AGE: Seconds = 600
+    # The API's docs page, /api/docs (the document, /api/openapi.json, is
+    # always served): off in production unless turned on.
+    API_DOCS: bool = True
+
+    @model_validator(mode="after")
+    def derive_and_check(self) -> Settings:
+        """Fill the defaults that depend on other values, then refuse
+        combinations that cannot work."""
+        self.SENTRY_ENVIRONMENT = self.SENTRY_ENVIRONMENT or self.ENV_NAME
+        if self.DATABASE_ANSWER_TIMEOUT is None:
+            statement = self.DATABASE_STATEMENT_TIMEOUT
+            self.DATABASE_ANSWER_TIMEOUT = statement + 5 if statement else 0
+        if self.DATABASE_TCP_USER_TIMEOUT is None:
+            self.DATABASE_TCP_USER_TIMEOUT = self.DATABASE_ANSWER_TIMEOUT
+        if self.CORS_ORIGINS == ["*"] and self.CORS_ALLOW_CREDENTIALS:
+            raise ValueError(
+                "CORS_ALLOW_CREDENTIALS cannot be on with CORS_ORIGINS=*: every "
+                "site could send requests with your users' credentials; list "
+                "the origins instead"
+            )
+{%- if cookiecutter.use_celery == "y" %}
+        self.CELERY_BROKER_URL = self.CELERY_BROKER_URL or self.REDIS_URL
+        self.CELERY_RESULT_BACKEND = self.CELERY_RESULT_BACKEND or self.REDIS_URL
+        hard = self.CELERY_TASK_TIME_LIMIT
+        if self.CELERY_TASK_SOFT_TIME_LIMIT is None:
+            self.CELERY_TASK_SOFT_TIME_LIMIT = hard - 60
+        if self.CELERY_VISIBILITY_TIMEOUT is None:
+            self.CELERY_VISIBILITY_TIMEOUT = hard * 2
+        soft = self.CELERY_TASK_SOFT_TIME_LIMIT
+        visibility = self.CELERY_VISIBILITY_TIMEOUT
+        if not 0 < soft < hard:
+            raise ValueError(
+                "CELERY_TASK_SOFT_TIME_LIMIT must be positive and below "
+                f"CELERY_TASK_TIME_LIMIT ({soft} >= {hard})"
+            )
+        if visibility <= hard:
+            raise ValueError(
+                "CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT "
+                f"({visibility} <= {hard})"
+            )
+        if self.RATELIMIT_STORAGE_URI is None:
+            self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
+        if self.RATELIMIT_KEY_PREFIX is None:
+            self.RATELIMIT_KEY_PREFIX = (self.CELERY_KEY_PREFIX or "") + "limits"
+{%- endif %}
+        return self
+
+    def refuse_unsafe(self) -> None:
+        """Raise ConfigError naming the first variable this environment
+        cannot run without (production only)."""
+
+    def flask_config(self) -> dict[str, Any]:
+        """The app's config: every setting, under Flask's names where they
+        differ, with the engine options the database URL needs."""
+        values: dict[str, Any] = {**self.FLASK, **self.model_dump()}
+        uri = values.pop("DATABASE_URL")
+        if uri:
+            uri = normalize_database_url(uri)
+            values["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(uri, self)
+        values["SQLALCHEMY_DATABASE_URI"] = uri
+{%- if cookiecutter.use_celery == "y" %}
+        if str(self.RATELIMIT_STORAGE_URI).startswith("redis"):
+            # An answer within half a second, or the request goes on without.
+            values["RATELIMIT_STORAGE_OPTIONS"] = {
+                "key_prefix": self.RATELIMIT_KEY_PREFIX,
+                "socket_connect_timeout": 0.5,
+                "socket_timeout": 0.5,
+            }
+{%- endif %}
+        values["APP_ENV"] = self.ENV_NAME
+        return values
+
+
+class DevelopmentSettings(Settings):
+    ENV_NAME = "development"
+
+    SECRET_KEY: str | None = "dev-only-not-secret"  # noqa: S105
+    DATABASE_URL: str | None = "sqlite:///development.db"
+    G_SIZE_CHECK: Literal["off", "warn", "fail"] = "warn"
+
+
+class TestingSettings(Settings):
+    ENV_NAME = "testing"
+    FLASK: ClassVar[dict[str, Any]] = {
+        **Settings.FLASK,
+        "TESTING": True,
+        # Let unhandled errors reach the error handler, so tests see the
+        # same problem+json 500 a client would.
+        "PROPAGATE_EXCEPTIONS": False,
+    }
+
+    # A known key, and revocations that take effect at once (test_auth
+    # turns the cache on).
+    SECRET_KEY: str | None = "testing-only-not-secret"  # noqa: S105
+    TOKEN_CACHE_SECONDS: Seconds = 0
+    DATABASE_URL: str | None = "sqlite:///testing.db"
+    G_SIZE_CHECK: Literal["off", "warn", "fail"] = "fail"
+
+
+class ProductionSettings(Settings):
+    ENV_NAME = "production"
+    FLASK: ClassVar[dict[str, Any]] = {
+        **Settings.FLASK,
+        "DEBUG": False,
+        "LOG_JSON": True,
+        "SESSION_COOKIE_SECURE": True,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "PREFERRED_URL_SCHEME": "https",
+    }
+
+    PROXY_HOPS: int = Field(1, ge=0)  # nginx, as shipped in deploy/nginx
+    API_DOCS: bool = False
+{%- if cookiecutter.use_celery == "y" %}
+    EXPORT_X_ACCEL: bool = True
+{%- endif %}
+
+    def refuse_unsafe(self) -> None:
+        secret_key = self.SECRET_KEY
+        if not secret_key:
+            raise ConfigError("SECRET_KEY is not set; production needs one")
+        if secret_key == EXAMPLE_SECRET_KEY:
+            raise ConfigError("SECRET_KEY is still the example value; generate one")
+        if len(secret_key) < MIN_SECRET_KEY_LENGTH:
+            raise ConfigError(
+                f"SECRET_KEY is too short ({len(secret_key)} characters; "
+                f"at least {MIN_SECRET_KEY_LENGTH} needed)"
+            )
+        if not self.DATABASE_URL:
+            raise ConfigError("DATABASE_URL is not set; production needs one")
+{%- if cookiecutter.use_celery == "y" %}
+        if not self.CELERY_BROKER_URL:
+            raise ConfigError("REDIS_URL is not set; production needs a broker")
+{%- endif %}
+
+
+SETTINGS: dict[str, type[Settings]] = {
+    cls.ENV_NAME: cls
+    for cls in (DevelopmentSettings, TestingSettings, ProductionSettings)
+}
+
+
+class ProcessSettings(BaseSettings):
+    """What a process reads before it picks its settings class."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True, env_ignore_empty=True, str_strip_whitespace=True
+    )
+
+    APP_ENV: str = "production"
+    # Local data (the SQLite file) lives here, relative to the working
+    # directory.
+    INSTANCE_PATH: str = "instance"
+    # OpenTelemetry's own variables that turn tracing on or off (tracing.py).
+    OTEL_SDK_DISABLED: bool = False
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: str | None = None
+    OTEL_EXPORTER_OTLP_ENDPOINT: str | None = None
+
+
+def app_env() -> str:
+    """``APP_ENV``, production when unset."""
+    return ProcessSettings().APP_ENV
+
+
+def flask_overrides() -> dict[str, Any]:
+    """The ``FLASK_``-prefixed variables, without the prefix, read as JSON
+    where they parse (Flask's own rule)."""
+    found = Config("")
+    found.from_prefixed_env()
+    return dict(found)
+
+
+def load_settings(
+    env_name: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """The settings of ``env_name`` (default ``APP_ENV``): each field from
+    ``overrides``, else its variable, else its default."""
+    env_name = env_name or app_env()
+    try:
+        settings_class = SETTINGS[env_name]
+    except KeyError:
+        choices = ", ".join(sorted(SETTINGS))
+        raise ConfigError(
+            f"APP_ENV must be one of {choices}, got {env_name!r}"
+        ) from None
+    fields = {
+        FLASK_KEYS.get(key, key): value
+        for key, value in (overrides or {}).items()
+        if FLASK_KEYS.get(key, key) in settings_class.model_fields
+    }
+    try:
+        return settings_class(**fields)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc.errors()[0])) from None
+
+
+def build_config(
+    env_name: str, overrides: Mapping[str, Any] | None = None, *, strict: bool = True
+) -> dict[str, Any]:
+    """The Flask config of ``env_name``: settings, then ``FLASK_`` variables,
+    then ``overrides``. ``strict`` refuses what production cannot run with;
+    ``flask check-deploy`` reports it instead."""
+    given = {**flask_overrides(), **(overrides or {})}
+    settings = load_settings(env_name, given)
+    if strict:
+        settings.refuse_unsafe()
+    # Keys that are no setting's (DEBUG, SESSION_COOKIE_SECURE...) as given.
+    read = set(type(settings).model_fields) | set(FLASK_KEYS)
+    config = settings.flask_config()
+    config.update({key: value for key, value in given.items() if key not in read})
+    return config
+
+
+def describe(error: ErrorDetails) -> str:
+    """One line naming the variable and what is wrong with its value."""
+    name = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    kind, context = error["type"], error.get("ctx", {})
+    if kind == "value_error":  # ours: the message says what is wrong
+        separator = "" if message.startswith(":") else " "
+        return f"{name}{separator}{message}".strip()
+    wanted = {
+        "int_parsing": "must be an integer",
+        "int_from_float": "must be an integer",
+        "int_type": "must be an integer",
+        "bool_parsing": "must be true or false",
+        "bool_type": "must be true or false",
+        "greater_than_equal": f"must be at least {context.get('ge')}",
+        "less_than_equal": f"must be at most {context.get('le')}",
+        "literal_error": f"must be one of {context.get('expected')}",
+    }.get(kind, message[:1].lower() + message[1:])
+    return f"{name} {wanted}, got {error['input']!r}"
 
 
 def normalize_database_url(url: str) -> str:
@@ -86,7 +434,7 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def engine_options(url: str) -> dict[str, Any]:
+def engine_options(url: str, settings: Settings) -> dict[str, Any]:
     """Pool settings and bounded waits (see database.py).
 
     Connections are checked before use and recycled before servers or
@@ -103,374 +451,25 @@ def engine_options(url: str) -> dict[str, Any]:
         return {}  # one shared in-memory connection; nothing to size
     options: dict[str, Any] = {
         "pool_pre_ping": True,
-        "pool_recycle": env_int("DATABASE_POOL_RECYCLE", 1800),
-        "pool_size": env_int("DATABASE_POOL_SIZE", 5),
-        "max_overflow": env_int("DATABASE_MAX_OVERFLOW", 5),
-        "pool_timeout": env_int("DATABASE_POOL_TIMEOUT", 10),
+        "pool_recycle": settings.DATABASE_POOL_RECYCLE,
+        "pool_size": settings.DATABASE_POOL_SIZE,
+        "max_overflow": settings.DATABASE_MAX_OVERFLOW,
+        "pool_timeout": settings.DATABASE_POOL_TIMEOUT,
     }
     if url.startswith("sqlite"):
-        options["connect_args"] = {"timeout": env_int("DATABASE_BUSY_TIMEOUT", 5)}
+        options["connect_args"] = {"timeout": settings.DATABASE_BUSY_TIMEOUT}
     if url.startswith("postgresql"):
-        statement_timeout = env_int("DATABASE_STATEMENT_TIMEOUT", 10)
-        answer_timeout = env_int(
-            "DATABASE_ANSWER_TIMEOUT", statement_timeout + 5 if statement_timeout else 0
-        )
+        statement_timeout = settings.DATABASE_STATEMENT_TIMEOUT
         options["connect_args"] = {
-            "connect_timeout": env_int("DATABASE_CONNECT_TIMEOUT", 3),
-            "application_name": env_str("DATABASE_APPLICATION_NAME", "web"),
+            "connect_timeout": settings.DATABASE_CONNECT_TIMEOUT,
+            "application_name": settings.DATABASE_APPLICATION_NAME,
             "options": f"-c statement_timeout={statement_timeout * 1000}",
             "keepalives": 1,
-            "keepalives_idle": env_int("DATABASE_KEEPALIVES_IDLE", 30),
+            "keepalives_idle": settings.DATABASE_KEEPALIVES_IDLE,
             "keepalives_interval": 10,
             "keepalives_count": 3,
-            "tcp_user_timeout": env_int("DATABASE_TCP_USER_TIMEOUT", answer_timeout)
-            * 1000,
+            "tcp_user_timeout": (settings.DATABASE_TCP_USER_TIMEOUT or 0) * 1000,
             # Not a libpq parameter: database.py takes it out (see there).
-            ANSWER_TIMEOUT: answer_timeout,
+            ANSWER_TIMEOUT: settings.DATABASE_ANSWER_TIMEOUT,
         }
     return options
-
-{% if cookiecutter.use_celery == "y" %}
-def celery_settings(redis_url: str | None) -> dict[str, Any]:
-    """Celery settings (lowercase names), from the environment.
-
-    Delivery is at-least-once: a task is acknowledged after it finishes and
-    requeued if its worker dies, so tasks must be idempotent. Redis hands an
-    unacknowledged message to another worker after ``visibility_timeout``,
-    which must outlast the hard time limit or long tasks run twice.
-    """
-    hard_limit = env_int("CELERY_TASK_TIME_LIMIT", 600)
-    soft_limit = env_int("CELERY_TASK_SOFT_TIME_LIMIT", hard_limit - 60)
-    visibility_timeout = env_int("CELERY_VISIBILITY_TIMEOUT", hard_limit * 2)
-    if not 0 < soft_limit < hard_limit:
-        raise ConfigError(
-            "CELERY_TASK_SOFT_TIME_LIMIT must be positive and below "
-            f"CELERY_TASK_TIME_LIMIT ({soft_limit} >= {hard_limit})"
-        )
-    if visibility_timeout <= hard_limit:
-        raise ConfigError(
-            "CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT "
-            f"({visibility_timeout} <= {hard_limit})"
-        )
-    enqueue_timeout = env_int("CELERY_BROKER_TIMEOUT_SECONDS", 3)
-    if enqueue_timeout < 1:
-        raise ConfigError(
-            f"CELERY_BROKER_TIMEOUT_SECONDS must be at least 1, got {enqueue_timeout}"
-        )
-    # Sending a task waits on Redis at most twice (connecting, one command),
-    # each wait bounded by half the budget, and is not retried: a request
-    # that enqueues work answers 503 within CELERY_BROKER_TIMEOUT_SECONDS
-    # when Redis is down or frozen, instead of holding its thread.
-    wait = enqueue_timeout / 2
-    transport_options: dict[str, Any] = {
-        "visibility_timeout": visibility_timeout,
-        "socket_timeout": wait,
-        "socket_connect_timeout": wait,
-        # Lets the kernel notice a peer gone without closing (a partition,
-        # a dead host) on long-lived idle connections.
-        "socket_keepalive": True,
-        # Connecting to send is tried once, without kombu's 2 s pause and
-        # second try; the worker's own reconnect loop is not affected.
-        "max_retries": 0,
-    }
-    backend_options: dict[str, Any] = {}
-    key_prefix = env_str("CELERY_KEY_PREFIX")
-    if key_prefix:
-        transport_options["global_keyprefix"] = key_prefix
-        backend_options["global_keyprefix"] = key_prefix
-    return {
-        "broker_url": env_str("CELERY_BROKER_URL", redis_url),
-        "result_backend": env_str("CELERY_RESULT_BACKEND", redis_url),
-        "broker_transport_options": transport_options,
-        "result_backend_transport_options": backend_options,
-        "broker_connection_timeout": wait,
-        "redis_socket_connect_timeout": wait,
-        "redis_socket_timeout": wait,
-        "redis_socket_keepalive": True,
-        "broker_connection_retry_on_startup": True,
-        # A worker that lost Redis keeps trying to reconnect, however long
-        # the outage (the default gives up after 100 tries).
-        "broker_connection_max_retries": None,
-        # No retry: redis-py already replaces a pooled connection that a
-        # restarted Redis closed, and a retry would double the wait.
-        "task_publish_retry": False,
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "accept_content": ["json"],
-        "result_accept_content": ["json"],
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "task_time_limit": hard_limit,
-        "task_soft_time_limit": soft_limit,
-        "task_track_started": True,
-        "result_expires": env_int("CELERY_RESULT_EXPIRES", 24 * 3600),
-        "worker_hijack_root_logger": False,
-        # Recycle pool processes to bound slow leaks; 0 turns it off.
-        "worker_max_tasks_per_child": env_int("CELERY_MAX_TASKS_PER_CHILD", 1000)
-        or None,
-        "task_default_queue": "default",
-    }
-
-{% endif %}
-class BaseConfig:
-    """Settings shared by every environment."""
-
-    ENV_NAME: ClassVar[str] = "base"
-
-    def __init__(self) -> None:
-        self.SECRET_KEY = env_str("SECRET_KEY")
-        self.SQLALCHEMY_DATABASE_URI = env_str(
-            "DATABASE_URL", self.default_database_url()
-        )
-        self.SQLALCHEMY_RECORD_QUERIES = False
-        self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
-        self.TRUSTED_HOSTS = env_list("TRUSTED_HOSTS")
-        self.LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-        self.LOG_JSON = False
-        self.READINESS_TIMEOUT_SECONDS = env_int("READINESS_TIMEOUT_SECONDS", 2)
-        self.BACKGROUND_THREADS = env_int("BACKGROUND_THREADS", 4)
-        # A token's last_used_at is written at most this often, and a token
-        # verified by a process is trusted by it this long (so a revocation
-        # takes up to that long to reach every process; see accounts).
-        self.TOKEN_LAST_USED_RESOLUTION_SECONDS = env_int(
-            "TOKEN_LAST_USED_RESOLUTION_SECONDS", 60
-        )
-        self.TOKEN_CACHE_SECONDS = env_int("TOKEN_CACHE_SECONDS", 5)
-        # Reverse proxies in front of the app (nginx is one). Forwarded
-        # headers are trusted from exactly this many hops, never more.
-        self.PROXY_HOPS = env_int("PROXY_HOPS", self.default_proxy_hops())
-        # Error reports to Sentry, off without a DSN (see sentry.py).
-        self.SENTRY_DSN = env_str("SENTRY_DSN")
-        self.SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT", self.ENV_NAME)
-        self.SENTRY_RELEASE = env_str("SENTRY_RELEASE")
-        self.SENTRY_TRACES_SAMPLE_RATE = env_fraction("SENTRY_TRACES_SAMPLE_RATE", 0.0)
-        # Prometheus metrics at /metrics (see the README's Metrics section).
-        self.METRICS_ENABLED = env_flag("METRICS_ENABLED", True)
-        # What a request may leave on g (see http/g_guard.py): off, warn, fail.
-        self.G_SIZE_CHECK = env_str(
-            "G_SIZE_CHECK",
-            {"development": "warn", "testing": "fail"}.get(self.ENV_NAME, "off"),
-        )
-        self.G_SIZE_LIMIT_BYTES = env_int("G_SIZE_LIMIT_BYTES", 1024 * 1024)
-{%- if cookiecutter.use_celery == "y" %}
-        self.REDIS_URL = env_str("REDIS_URL")
-        self.CELERY = celery_settings(self.REDIS_URL)
-        self.JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 7)
-        # Stuck jobs (see jobs/reaper.py): unset derives the deadline from
-        # the task time limits and retry policy; a job is sent again at most
-        # JOB_MAX_REQUEUES times, then failed.
-        self.JOB_DEADLINE_SECONDS = env_optional_int("JOB_DEADLINE_SECONDS")
-        self.JOB_MAX_REQUEUES = env_int("JOB_MAX_REQUEUES", 3)
-        # Background exports: files in EXPORT_DIR (default instance/exports),
-        # served by nginx through X-Accel-Redirect when EXPORT_X_ACCEL is on.
-        self.EXPORT_DIR = env_str("EXPORT_DIR")
-        self.EXPORT_X_ACCEL = env_flag("EXPORT_X_ACCEL", self.ENV_NAME == "production")
-        self.EXPORT_ACCEL_PREFIX = env_str("EXPORT_ACCEL_PREFIX", "/_exports/")
-        self.EXPORT_TTL_HOURS = env_int("EXPORT_TTL_HOURS", 24)
-        # How long a signed download link stays valid.
-        self.EXPORT_DOWNLOAD_URL_TTL_SECONDS = env_int(
-            "EXPORT_DOWNLOAD_URL_TTL_SECONDS", 600
-        )
-        # The Celery worker's own /metrics endpoint; port 0 turns it off.
-        self.WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
-        self.WORKER_METRICS_HOST = env_str("WORKER_METRICS_HOST", "127.0.0.1")
-{%- endif %}
-        # Abuse limits on /api/ (see http/limits.py), as Flask-Limiter rate
-        # strings: "10 per minute", "100/hour;1000/day".
-        self.RATELIMIT_ENABLED = env_flag("RATELIMIT_ENABLED", True)
-        self.RATELIMIT_FAILED_AUTH = env_str("RATELIMIT_FAILED_AUTH", "10 per minute")
-        self.RATELIMIT_PER_TOKEN = env_str("RATELIMIT_PER_TOKEN", "1200 per minute")
-{%- if cookiecutter.use_celery == "y" %}
-        # Counted in Redis when there is one, shared by every process, under
-        # Celery's key prefix: one prefix keeps a deployment's keys apart.
-        self.RATELIMIT_STORAGE_URI = env_str(
-            "RATELIMIT_STORAGE_URI", self.REDIS_URL or "memory://"
-        )
-        self.RATELIMIT_KEY_PREFIX = env_str(
-            "RATELIMIT_KEY_PREFIX", (env_str("CELERY_KEY_PREFIX") or "") + "limits"
-        )
-{%- else %}
-        # memory:// counts in each process.
-        self.RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", "memory://")
-{%- endif %}
-        # Browser apps on these origins may call /api/ (see http/cors.py).
-        self.CORS_ORIGINS = env_list("CORS_ORIGINS")
-        self.CORS_ALLOW_CREDENTIALS = env_flag("CORS_ALLOW_CREDENTIALS", False)
-        self.CORS_MAX_AGE = env_int("CORS_MAX_AGE", 600)
-        # The API's docs page, /api/docs (the document, /api/openapi.json,
-        # is always served): off in production unless turned on.
-        self.API_DOCS = env_flag("API_DOCS", self.ENV_NAME != "production")
-
-    def default_database_url(self) -> str | None:
-        return None
-
-    def default_proxy_hops(self) -> int:
-        return 0
-
-    @staticmethod
-    def validate(config: Mapping[str, Any]) -> None:
-        """Raise ConfigError naming the first unusable variable."""
-
-
-class DevelopmentConfig(BaseConfig):
-    ENV_NAME = "development"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.SECRET_KEY = self.SECRET_KEY or "dev-only-not-secret"
-
-    def default_database_url(self) -> str:
-        return "sqlite:///development.db"
-
-
-class TestingConfig(BaseConfig):
-    ENV_NAME = "testing"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.TESTING = True
-        # Let unhandled errors reach the error handler, so tests see the
-        # same problem+json 500 a client would.
-        self.PROPAGATE_EXCEPTIONS = False
-        self.SECRET_KEY = "testing-only-not-secret"  # noqa: S105
-        # Revocations take effect at once in tests; test_auth turns it on.
-        self.TOKEN_CACHE_SECONDS = 0
-
-    def default_database_url(self) -> str:
-        return "sqlite:///testing.db"
-
-
-class ProductionConfig(BaseConfig):
-    ENV_NAME = "production"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.DEBUG = False
-        self.LOG_JSON = True
-        self.SESSION_COOKIE_SECURE = True
-        self.SESSION_COOKIE_HTTPONLY = True
-        self.SESSION_COOKIE_SAMESITE = "Lax"
-        self.PREFERRED_URL_SCHEME = "https"
-
-    def default_proxy_hops(self) -> int:
-        return 1  # nginx, as shipped in deploy/nginx
-
-    @staticmethod
-    def validate(config: Mapping[str, Any]) -> None:
-        secret_key = config.get("SECRET_KEY")
-        if not secret_key:
-            raise ConfigError("SECRET_KEY is not set; production needs one")
-        if secret_key == EXAMPLE_SECRET_KEY:
-            raise ConfigError("SECRET_KEY is still the example value; generate one")
-        if len(secret_key) < MIN_SECRET_KEY_LENGTH:
-            raise ConfigError(
-                f"SECRET_KEY is too short ({len(secret_key)} characters; "
-                f"at least {MIN_SECRET_KEY_LENGTH} needed)"
-            )
-        if not config.get("SQLALCHEMY_DATABASE_URI"):
-            raise ConfigError("DATABASE_URL is not set; production needs one")
-{%- if cookiecutter.use_celery == "y" %}
-        if not config["CELERY"].get("broker_url"):
-            raise ConfigError("REDIS_URL is not set; production needs a broker")
-{%- endif %}
-
-
-CONFIGS: dict[str, type[BaseConfig]] = {
-    cls.ENV_NAME: cls for cls in (DevelopmentConfig, TestingConfig, ProductionConfig)
-}
-
-
-def app_env() -> str:
-    return env_str("APP_ENV", "production") or "production"
-
-
-def load_config(name: str | None = None) -> BaseConfig:
-    """Build the config object for ``name`` (default: ``APP_ENV``)."""
-    name = name or app_env()
-    try:
-        config_class = CONFIGS[name]
-    except KeyError:
-        choices = ", ".join(sorted(CONFIGS))
-        raise ConfigError(f"APP_ENV must be one of {choices}, got {name!r}") from None
-    return config_class()
-
-
-{% if cookiecutter.use_celery == "y" -%}
-def redis_rate_limit_options(key_prefix: str) -> dict[str, Any]:
-    """Rate-limit counts in Redis: every key under ``key_prefix``, and an
-    answer within half a second or the request goes on without it."""
-    return {
-        "key_prefix": key_prefix,
-        "socket_connect_timeout": 0.5,
-        "socket_timeout": 0.5,
-    }
-
-
-{% endif -%}
-# An origin as browsers send it: scheme, host, optional port; no path.
-ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
-
-
-def validate_rate_limits(config: Mapping[str, Any]) -> None:
-    """Refuse a rate string Flask-Limiter could not parse: at request time
-    it would only be logged, and the limit silently not applied."""
-    if not config.get("RATELIMIT_ENABLED"):
-        return
-    for name in ("RATELIMIT_FAILED_AUTH", "RATELIMIT_PER_TOKEN"):
-        value = config.get(name)
-        try:
-            parse_many(value or "")
-        except ValueError:
-            raise ConfigError(
-                f"{name} must be a rate such as '10 per minute', got {value!r}"
-            ) from None
-
-
-def validate_cors(config: MutableMapping[str, Any]) -> None:
-    """Leave ``CORS_ORIGINS`` a list of exact origins, or ``["*"]``.
-
-    A wildcard with credentials is refused in every environment: any site
-    could then make requests carrying a user's cookies or HTTP credentials.
-    """
-    origins = config.get("CORS_ORIGINS") or []
-    if isinstance(origins, str):
-        origins = [item.strip() for item in origins.split(",") if item.strip()]
-    origins = list(origins)
-    for origin in origins:
-        if origin != "*" and not ORIGIN.fullmatch(origin):
-            raise ConfigError(
-                f"CORS_ORIGINS: {origin!r} is not an origin; give scheme://host"
-                "[:port] without a path or trailing slash, or * alone"
-            )
-    if "*" in origins and len(origins) > 1:
-        raise ConfigError("CORS_ORIGINS: * allows every origin; give it alone")
-    if "*" in origins and config.get("CORS_ALLOW_CREDENTIALS"):
-        raise ConfigError(
-            "CORS_ALLOW_CREDENTIALS cannot be on with CORS_ORIGINS=*: every "
-            "site could send requests with your users' credentials; list "
-            "the origins instead"
-        )
-    config["CORS_ORIGINS"] = origins
-
-
-def finalize(config: MutableMapping[str, Any], config_class: type[BaseConfig]) -> None:
-    """Derive what depends on the final values, then validate them.
-
-    Runs after every override, so a ``FLASK_SQLALCHEMY_DATABASE_URI`` or a
-    test's URI gets the same normalisation and pool settings as DATABASE_URL.
-    """
-    uri = config.get("SQLALCHEMY_DATABASE_URI")
-    if uri:
-        config["SQLALCHEMY_DATABASE_URI"] = uri = normalize_database_url(uri)
-        config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(uri))
-{%- if cookiecutter.use_celery == "y" %}
-    if config.get("RATELIMIT_STORAGE_URI", "").startswith("redis"):
-        config.setdefault(
-            "RATELIMIT_STORAGE_OPTIONS",
-            redis_rate_limit_options(config["RATELIMIT_KEY_PREFIX"]),
-        )
-{%- endif %}
-    validate_rate_limits(config)
-    validate_cors(config)
-    config_class.validate(config)

@@ -31,11 +31,11 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import click
-from flask import Flask
+from pydantic import ValidationError
 
 from . import config
+from .serving import GunicornSettings
 
-PACKAGE = __name__.rpartition(".")[0]
 # The production database this project was generated for.
 DATABASE = "{{ cookiecutter.database }}"
 # deploy/nginx/nginx.conf is one proxy hop in front of the app.
@@ -103,17 +103,10 @@ Check = Callable[[Context], list[Finding]]
 
 def load_production_config() -> tuple[dict[str, Any], dict[str, Any]]:
     """(config, config before the ``FLASK_`` overrides), built as
-    ``create_app`` builds it for production, but not validated. Raises
+    ``create_app`` builds it for production, but not refused. Raises
     :class:`config.ConfigError` naming the first variable it cannot read."""
-    settings = config.load_config("production")
-    app = Flask(PACKAGE)
-    app.config.from_object(settings)
-    defaults = dict(app.config)
-    app.config.from_prefixed_env()
-    app.config["APP_ENV"] = "production"
-    # BaseConfig's validate accepts anything: normalise, do not refuse.
-    config.finalize(app.config, config.BaseConfig)
-    return dict(app.config), defaults
+    checked = config.build_config("production", strict=False)
+    return checked, config.load_settings("production").flask_config()
 
 
 def production_context(
@@ -392,8 +385,7 @@ def check_cors(ctx: Context) -> list[Finding]:
 
 
 def check_broker(ctx: Context) -> list[Finding]:
-    celery = ctx.config.get("CELERY") or {}
-    broker = celery.get("broker_url")
+    broker = ctx.config.get("CELERY_BROKER_URL")
     if not broker:
         return [
             error(
@@ -472,19 +464,15 @@ def check_logging(ctx: Context) -> list[Finding]:
     return findings
 
 
-def gunicorn_workers(environ: Mapping[str, str]) -> int:
+def gunicorn_workers() -> int:
     """How many workers deploy/gunicorn.conf.py starts, at least:
     ``GUNICORN_WORKERS``, else its default, 2 x CPUs + 1 (so 3 or more)
     capped at ``GUNICORN_MAX_WORKERS`` (8)."""
-
-    def number(name: str, default: int) -> int:
-        try:
-            return int(environ.get(name, "").strip() or default)
-        except ValueError:
-            return default  # gunicorn refuses to start, naming it
-
-    workers = number("GUNICORN_WORKERS", 0)
-    return workers if workers > 0 else min(3, number("GUNICORN_MAX_WORKERS", 8))
+    try:
+        settings = GunicornSettings()
+    except ValidationError:
+        return 3  # gunicorn refuses to start, naming the variable
+    return settings.workers or min(3, settings.max_workers)
 
 
 def check_rate_limits(ctx: Context) -> list[Finding]:
@@ -498,7 +486,7 @@ def check_rate_limits(ctx: Context) -> list[Finding]:
             )
         ]
     storage = str(ctx.config.get("RATELIMIT_STORAGE_URI") or "memory://")
-    workers = gunicorn_workers(ctx.environ)
+    workers = gunicorn_workers()
     if storage.startswith("memory://") and workers > 1:
         if ctx.environ.get("GUNICORN_WORKERS", "").strip():
             count = f"GUNICORN_WORKERS={workers}"

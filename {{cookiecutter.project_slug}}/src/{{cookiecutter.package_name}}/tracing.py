@@ -44,16 +44,12 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes
 
-from .config import app_env, env_flag, env_str
+from .config import ProcessSettings, app_env
 from .extensions import db
 
 log = logging.getLogger(__name__)
 
 SERVICE = "{{ cookiecutter.project_slug }}"
-ENDPOINT_VARIABLES = (
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-)
 PROCESS_ATTRIBUTE = "app.process"
 # Probes and scrapes every few seconds would bury the traces worth reading.
 EXCLUDED_URLS = "/healthz$,/readyz$,/metrics$"
@@ -118,13 +114,13 @@ _active: _Tracing | None = None
 
 def endpoint() -> str | None:
     """Where spans go, or None: tracing is off."""
-    if env_flag("OTEL_SDK_DISABLED", False):
+    settings = ProcessSettings()
+    if settings.OTEL_SDK_DISABLED:
         return None
-    for name in ENDPOINT_VARIABLES:
-        value = env_str(name)
-        if value:
-            return value
-    return None
+    return (
+        settings.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+        or settings.OTEL_EXPORTER_OTLP_ENDPOINT
+    )
 
 
 def resource(config: Mapping[str, Any], process_kind: str) -> Resource:
