@@ -56,6 +56,9 @@ def run_suite(project: Path, python: Path, **env: str) -> None:
         ["make", "test", f"PYTHON={python}", "PYTEST_ARGS=-p no:cacheprovider"],
         cwd=project,
         env=clean_env(**env),
+        # A bound on a hung suite, not a benchmark: the default bake's runs
+        # in about 5 minutes alone, and three times that beside other work.
+        timeout=1800,
     )
     assert result.returncode == 0, result.stdout
     assert " passed" in result.stdout, result.stdout
