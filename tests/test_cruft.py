@@ -441,6 +441,7 @@ def test_update_brings_template_changes_and_keeps_the_users(
         ["make", "test", f"PYTHON={python}", "PYTEST_ARGS=-p no:cacheprovider -v"],
         project,
         clean_env(),
+        timeout=1800,  # as test_generated_suite's: a bound on a hung suite
     )
     assert result.returncode == 0, result.stdout
     assert "test_our_changes.py::test_version_route PASSED" in result.stdout
