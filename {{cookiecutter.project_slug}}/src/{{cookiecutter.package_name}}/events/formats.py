@@ -99,7 +99,9 @@ def _sqlite_decimal(scale: int) -> Sql:
     closely enough that rounding to the column's scale gives them back."""
 
     def text(column: Any) -> Any:
-        return as_type(func.printf(f"%.{scale}f", as_type(column, Float)), String)
+        # printf writes NULL as zero: NULL stays NULL.
+        printed = func.printf(f"%.{scale}f", as_type(column, Float))
+        return as_type(case((column.is_not(None), printed)), String)
 
     return text
 
