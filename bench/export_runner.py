@@ -44,11 +44,17 @@ def load(package: str) -> tuple[Any, Any, Any, Any]:
     return create_app, export, models.Event, extensions.db
 
 
+def timestamp_format(export: Any) -> str:
+    """The exports' timestamp format, from the module next to ``export``."""
+    package = export.__name__.rpartition(".")[0]
+    return str(importlib.import_module(f"{package}.formats").TIMESTAMP_FORMAT)
+
+
 def plain_csv(export: Any, event_model: Any, db: Any, owner_id: int) -> Iterator[bytes]:
     """What one writes without thinking about speed: ``owner_id``'s ORM
     objects in batches from ``yield_per``, one ``writerow`` each, the same
     format."""
-    stamp = export.TIMESTAMP_FORMAT
+    stamp = timestamp_format(export)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(export.COLUMNS)
@@ -81,7 +87,7 @@ def plain_csv(export: Any, event_model: Any, db: Any, owner_id: int) -> Iterator
 def plain_ndjson(
     export: Any, event_model: Any, db: Any, owner_id: int
 ) -> Iterator[bytes]:
-    stamp = export.TIMESTAMP_FORMAT
+    stamp = timestamp_format(export)
     query = (
         select(event_model)
         .where(event_model.owner_id == owner_id)

@@ -25,6 +25,7 @@ KINDS = ("signup", "login", "purchase", "refund", "logout", "page_view")
 
 
 def sample_rows(count: int, rng: random.Random, owner_id: int) -> list[dict[str, Any]]:
+    """Values of the sample columns; other columns get their defaults."""
     now = utcnow()
     rows = []
     for _ in range(count):
@@ -49,12 +50,21 @@ def insert_rows(rows: list[dict[str, Any]]) -> None:
     if connection.dialect.name != "postgresql":
         db.session.execute(insert(Event), rows)
         return
-    columns = list(rows[0])
+    # COPY fills in the table's server defaults, not the model's: the
+    # model's fixed defaults of columns the rows leave out are added here.
+    defaults = {
+        column.name: column.default.arg
+        for column in Event.__table__.columns
+        if column.name not in rows[0]
+        and column.default is not None
+        and column.default.is_scalar
+    }
+    columns = [*rows[0], *defaults]
     statement = f"COPY {Event.__tablename__} ({', '.join(columns)}) FROM STDIN"
     raw: Any = connection.connection.driver_connection  # psycopg's, untyped here
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
-            copy.write_row([row[column] for column in columns])
+            copy.write_row([*row.values(), *defaults.values()])
 
 
 def seed_events(

@@ -26,12 +26,11 @@ class Page:
 
 
 def create_event(owner_id: int, data: EventCreate) -> Event:
+    """Every field of ``data`` is a column of the same name."""
     now = utcnow()
     event = Event(
+        **data.model_dump(exclude={"occurred_at"}),
         owner_id=owner_id,
-        kind=data.kind,
-        amount=data.amount,
-        payload=data.payload,
         occurred_at=data.occurred_at or now,
         created_at=now,
     )
