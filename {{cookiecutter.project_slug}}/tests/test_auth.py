@@ -117,12 +117,17 @@ def _revoked(app: Flask) -> str:
     return secret
 
 
+def _bad_checksum(token: str) -> str:
+    """``token`` with its last character changed, whatever that was."""
+    return token[:-1] + ("1" if token.endswith("0") else "0")
+
+
 BAD_CREDENTIALS: dict[str, Callable[[Flask], str]] = {
     "empty bearer": lambda app: "Bearer",
     "basic scheme": lambda app: "Basic dXNlcjpwYXNz",
     "not a token": lambda app: "Bearer not-a-token",
     "unknown token": lambda app: f"Bearer {tokens.generate()}",
-    "bad checksum": lambda app: f"Bearer {issue_token(app)[:-1]}0",
+    "bad checksum": lambda app: f"Bearer {_bad_checksum(issue_token(app))}",
     "expired token": lambda app: f"Bearer {_expired(app)}",
     "revoked token": lambda app: f"Bearer {_revoked(app)}",
     "huge header": lambda app: "Bearer " + "x" * 6000,
