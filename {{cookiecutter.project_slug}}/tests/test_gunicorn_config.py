@@ -236,6 +236,21 @@ def gunicorn_env(tmp_path: Path, **variables: str) -> dict[str, str]:
     return env
 
 
+def run_python(
+    args: list[str], cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """This interpreter with ``args``, its output captured, within a minute."""
+    return subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_the_master_imports_nothing_of_the_app(tmp_path: Path) -> None:
     """Reading the config imports neither the package nor what it uses:
     prometheus_client would pick its storage before the metrics directory
@@ -248,30 +263,14 @@ def test_the_master_imports_nothing_of_the_app(tmp_path: Path) -> None:
         "loaded = set(name.split('.')[0] for name in sys.modules); "
         f"print(sorted(loaded & set({watched!r})))"
     )
-    result = subprocess.run(  # noqa: S603 - fixed argv
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=gunicorn_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(["-c", code], tmp_path, gunicorn_env(tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", result.stdout
 
 
 def test_check_config_accepts_the_shipped_file(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "gunicorn", "--check-config"]
-    result = subprocess.run(  # noqa: S603 - fixed argv
-        [*command, "-c", str(CONFIG_PATH), WSGI_APP],
-        cwd=PROJECT_DIR,
-        env=gunicorn_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    command = ["-m", "gunicorn", "--check-config", "-c", str(CONFIG_PATH), WSGI_APP]
+    result = run_python(command, PROJECT_DIR, gunicorn_env(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
