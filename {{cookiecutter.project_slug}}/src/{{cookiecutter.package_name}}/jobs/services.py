@@ -78,8 +78,9 @@ def start_job(
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
     status_url = url_for(status_endpoint, job_id=job.id)
-    accepted = JobAccepted.model_validate(
-        {**JobOut.model_validate(job).model_dump(), "status_url": status_url}
+    # Validated once, as JobOut: the status URL is all JobAccepted adds.
+    accepted = JobAccepted.model_construct(
+        **dict(JobOut.model_validate(job)), status_url=status_url
     )
     return accepted, 202, {"Location": status_url}
 
