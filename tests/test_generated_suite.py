@@ -70,6 +70,8 @@ def run_suite(project: Path, python: Path, **env: str) -> None:
     assert "skipped" not in result.stdout, result.stdout
 
 
+# Two independent installs and runs: each its own xdist group (conftest.py).
+@pytest.mark.xdist_group("suite-default-sqlite")
 def test_default_bake_passes_its_suite_on_sqlite(
     install_project: InstallProject,
 ) -> None:
@@ -77,6 +79,7 @@ def test_default_bake_passes_its_suite_on_sqlite(
     run_suite(project, python)
 
 
+@pytest.mark.xdist_group("suite-sqlite-python313-no-celery")
 def test_sqlite_python313_no_celery_bake_passes_its_suite(
     install_project: InstallProject,
 ) -> None:
