@@ -180,7 +180,7 @@ def test_every_database_wait_has_a_bound(monkeypatch: pytest.MonkeyPatch) -> Non
     assert postgresql["pool_timeout"] == 10
     args = postgresql["connect_args"]
     assert args["connect_timeout"] == 3
-    assert args["options"] == "-c statement_timeout=10000"
+    assert args["options"] == "-c statement_timeout=10000 -c datestyle=ISO"
     assert args[ANSWER_TIMEOUT] == 15
     assert (args["keepalives"], args["keepalives_idle"]) == (1, 30)
     assert args["tcp_user_timeout"] == 15000
@@ -192,7 +192,7 @@ def test_every_database_wait_has_a_bound(monkeypatch: pytest.MonkeyPatch) -> Non
     unbounded = engine_options(
         "postgresql+psycopg://u@db/app", load_settings("testing")
     )["connect_args"]
-    assert unbounded["options"] == "-c statement_timeout=0"
+    assert unbounded["options"] == "-c statement_timeout=0 -c datestyle=ISO"
     assert unbounded[ANSWER_TIMEOUT] == 0  # no answer timeout either
 
 

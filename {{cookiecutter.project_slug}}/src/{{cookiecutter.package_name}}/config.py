@@ -463,7 +463,11 @@ def engine_options(url: str, settings: Settings) -> dict[str, Any]:
         options["connect_args"] = {
             "connect_timeout": settings.DATABASE_CONNECT_TIMEOUT,
             "application_name": settings.DATABASE_APPLICATION_NAME,
-            "options": f"-c statement_timeout={statement_timeout * 1000}",
+            # ISO DateStyle whatever the server's default: psycopg reads
+            # dates only in it, and the exports write timestamps in it.
+            "options": (
+                f"-c statement_timeout={statement_timeout * 1000} -c datestyle=ISO"
+            ),
             "keepalives": 1,
             "keepalives_idle": settings.DATABASE_KEEPALIVES_IDLE,
             "keepalives_interval": 10,

@@ -55,7 +55,7 @@ from sqlalchemy.engine import Connection, Row
 from .. import tracing
 from ..database import unhurried
 from ..extensions import db
-from .formats import Format, format_of
+from .formats import Format, format_of, own_text
 from .models import Event
 from .schemas import EventOut, ExportFilters
 
@@ -135,12 +135,16 @@ def _spreadsheet_safe(fields: Sequence[Any]) -> tuple[Any, ...]:
     )
 
 
-def _neutralized(column: Any) -> Any:
+# The code point of a text's first character: one integer, no substring.
+FIRST_CODE_POINT = {"postgresql": func.ascii, "sqlite": func.unicode}
+
+
+def _neutralized(dialect: str, column: Any) -> Any:
     """``column`` with FORMULA_ESCAPE in front when it starts like a
     formula: the SQL twin of ``_spreadsheet_safe``."""
-    first = func.substr(column, 1, 1)
+    first = FIRST_CODE_POINT[dialect](column)
     escaped = literal(FORMULA_ESCAPE, String) + column
-    return case((first.in_(FORMULA_STARTS), escaped), else_=column)
+    return case((first.in_(map(ord, FORMULA_STARTS)), escaped), else_=column)
 
 
 def _copy_quotes(value: Any) -> bool:
@@ -192,29 +196,40 @@ def _ndjson(rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _text_query(
-    dialect: str, owner_id: int, filters: ExportFilters, *, spreadsheet: bool
+    dialect: str,
+    owner_id: int,
+    filters: ExportFilters,
+    *,
+    spreadsheet: bool,
+    by_copy: bool = False,
 ) -> Select[Any]:
     """The export query with every column already as the file writes it,
     formatted by the database ``dialect`` (``postgresql`` or ``sqlite``);
     for a ``spreadsheet`` (CSV), with formula-like free text neutralized,
-    else (NDJSON) with ``typed_json`` columns as they are."""
+    else (NDJSON) with ``typed_json`` columns as they are. For COPY
+    (``by_copy``), columns written as their type's own text stay typed:
+    COPY writes that text itself, and a cast would only copy it once more
+    (a fifth of the export's time)."""
     base = export_query(owner_id, filters).subquery()
     columns = []
     for name, found in EXPORTED.items():
         column: Any = base.c[name]
-        if spreadsheet or not found.typed_json:
-            column = getattr(found, dialect)(column)
+        write = getattr(found, dialect)
+        if by_copy and write is own_text:
+            pass
+        elif spreadsheet or not found.typed_json:
+            column = write(column)
         if spreadsheet and found.nullable:
             # COPY writes NULL as its marker; Python's csv, as an empty cell.
             column = func.coalesce(cast(column, String), "")
         if spreadsheet and found.free_text:
-            column = _neutralized(column)
+            column = _neutralized(dialect, column)
         columns.append(column)
     return select(*columns).order_by(base.c.created_at, base.c.id)
 
 
 def _copy_query(owner_id: int, filters: ExportFilters) -> Select[Any]:
-    return _text_query("postgresql", owner_id, filters, spreadsheet=True)
+    return _text_query("postgresql", owner_id, filters, spreadsheet=True, by_copy=True)
 
 
 def _copy_csv(

@@ -34,9 +34,10 @@ from sqlalchemy.types import TypeEngine
 
 from ..sqltypes import UTCDateTime
 
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
-# The same format, spelled for PostgreSQL's to_char.
-PG_TIMESTAMP_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'
+# Timestamps are written in UTC as ISO 8601 with this offset, the fraction of
+# a second without trailing zeros (none for a whole second): the text
+# PostgreSQL itself writes, so the database spends no to_char on them.
+UTC_OFFSET = "+00:00"
 
 Sql = Callable[[Any], Any]
 
@@ -62,22 +63,31 @@ def _unchanged(value: Any) -> Any:
     return value
 
 
-def _as_text(column: Any) -> Any:
+def own_text(column: Any) -> Any:
+    """The column as its type's own text: what COPY writes for it anyway."""
     return cast(column, String)
 
 
 def _timestamp(value: datetime) -> str:
-    return value.strftime(TIMESTAMP_FORMAT)
+    """A UTC datetime; ``isoformat`` always writes four-digit years."""
+    text = value.replace(tzinfo=None).isoformat(timespec="microseconds")
+    return text.rstrip("0").rstrip(".") + UTC_OFFSET
 
 
 def _pg_timestamp(column: Any) -> Any:
+    """PostgreSQL's text of the UTC time in the ISO DateStyle (which the
+    connection sets: config.engine_options), with ``T`` for the space."""
     utc = column.op("AT TIME ZONE")(literal_column("'UTC'"))
-    return func.to_char(utc, PG_TIMESTAMP_FORMAT)
+    return func.replace(cast(utc, String), " ", "T") + UTC_OFFSET
 
 
 def _sqlite_timestamp(column: Any) -> Any:
-    """SQLite holds UTC timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff``."""
-    return func.replace(as_type(column, String), " ", "T") + "+00:00"
+    """SQLite holds UTC timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff``;
+    trailing zeros of the fraction go, and its dot when nothing is left."""
+    stored = as_type(column, String)
+    trimmed = func.rtrim(func.rtrim(stored, "0"), ".")
+    text = case((func.instr(stored, ".") > 0, trimmed), else_=stored)
+    return func.replace(text, " ", "T") + UTC_OFFSET
 
 
 def _sqlite_uuid(column: Any) -> Any:
@@ -107,11 +117,11 @@ def _sqlite_decimal(scale: int) -> Sql:
 
 
 JSON_BOOLEANS = {True: "true", False: "false"}
-TEXT = Format(str, _as_text, _as_text)
+TEXT = Format(str, own_text, own_text)
 FORMATS: dict[type[TypeEngine[Any]], Format] = {
     # The most specific type first: the first match wins.
     UTCDateTime: Format(_timestamp, _pg_timestamp, _sqlite_timestamp),
-    Uuid: Format(str, _as_text, _sqlite_uuid),
+    Uuid: Format(str, own_text, _sqlite_uuid),
     Boolean: Format(
         _unchanged,
         _boolean_text,
@@ -134,7 +144,7 @@ FORMATS: dict[type[TypeEngine[Any]], Format] = {
 def format_of(column: Column[Any]) -> Format:
     kind = column.type
     if isinstance(kind, Numeric) and not isinstance(kind, Float) and kind.scale:
-        found = Format(str, _as_text, _sqlite_decimal(kind.scale))
+        found = Format(str, own_text, _sqlite_decimal(kind.scale))
     else:
         found = next((f for t, f in FORMATS.items() if isinstance(kind, t)), TEXT)
     return _nullable(found) if column.nullable else found
