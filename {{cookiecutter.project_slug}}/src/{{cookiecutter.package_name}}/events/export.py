@@ -44,6 +44,7 @@ from typing import Any
 from sqlalchemy import (
     Select,
     String,
+    and_,
     case,
     cast,
     func,
@@ -139,12 +140,17 @@ def _spreadsheet_safe(fields: Sequence[Any]) -> tuple[Any, ...]:
 FIRST_CODE_POINT = {"postgresql": func.ascii, "sqlite": func.unicode}
 
 
+FORMULA_CODE_POINTS = sorted(map(ord, FORMULA_STARTS))
+
+
 def _neutralized(dialect: str, column: Any) -> Any:
     """``column`` with FORMULA_ESCAPE in front when it starts like a
-    formula: the SQL twin of ``_spreadsheet_safe``."""
+    formula: the SQL twin of ``_spreadsheet_safe``. Most text starts past
+    every formula character (a letter): one comparison settles it."""
     first = FIRST_CODE_POINT[dialect](column)
+    formula = and_(first <= FORMULA_CODE_POINTS[-1], first.in_(FORMULA_CODE_POINTS))
     escaped = literal(FORMULA_ESCAPE, String) + column
-    return case((first.in_(map(ord, FORMULA_STARTS)), escaped), else_=column)
+    return case((formula, escaped), else_=column)
 
 
 def _copy_quotes(value: Any) -> bool:
