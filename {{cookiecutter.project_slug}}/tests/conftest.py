@@ -34,7 +34,7 @@ from {{ cookiecutter.package_name }}.celery_app import close_celery
 from {{ cookiecutter.package_name }}.config import normalize_database_url
 from {{ cookiecutter.package_name }}.extensions import db
 
-from support import ApiClient, CapturingTransport, Tenant
+from support import ApiClient, CapturingTransport, Tenant{% if cookiecutter.use_celery == "y" %}, skip_or_fail{% endif %}
 
 # Variables a developer's shell may carry that would change what tests see.
 _APP_VARIABLES = (
@@ -233,9 +233,7 @@ def redis_server() -> Iterator[tuple[str, str]]:
     try:
         client.ping()
     except RedisError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis at {url} is required under CI=true: {exc}")
-        pytest.skip(f"Redis at {url} is not reachable: {exc}")
+        skip_or_fail(f"Redis at {url} is not reachable: {exc}")
     prefix = f"test-{uuid.uuid4().hex[:12]}:"
     yield url, prefix
     for key in client.scan_iter(match=f"{prefix}*"):

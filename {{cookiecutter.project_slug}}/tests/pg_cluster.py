@@ -22,9 +22,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from support import free_port, wait_for
+from support import free_port, skip_or_fail, wait_for
 
 SERVER_USER = "postgres"
 Process = subprocess.Popen[bytes]
@@ -46,10 +44,7 @@ def require_binaries() -> Path:
     """The server binaries: skip without them, fail under CI=true."""
     bin_dir = binaries()
     if bin_dir is None:
-        message = "PostgreSQL server binaries (initdb, postgres) are not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI=true needs them")
-        pytest.skip(message)
+        skip_or_fail("PostgreSQL server binaries (initdb, postgres) are not installed")
     return bin_dir
 
 

@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sentry_sdk.envelope import Envelope
@@ -28,6 +29,14 @@ from {{ cookiecutter.package_name }}.extensions import db
 
 TESTS_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = TESTS_DIR.parent
+
+
+def skip_or_fail(message: str) -> NoReturn:
+    """Skip a test whose service or tool is missing on a laptop; under
+    CI=true a missing one is a broken machine, and the test fails."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI=true requires it")
+    pytest.skip(message)
 
 
 def checked_out(app: Flask) -> int:

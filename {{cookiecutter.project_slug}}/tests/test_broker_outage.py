@@ -10,7 +10,6 @@ Redis goes away.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -31,7 +30,14 @@ from {{ cookiecutter.package_name }}.celery_app import BROKER
 from {{ cookiecutter.package_name }}.config import ConfigError
 from test_worker_process import finished_job, start_summary, summaries_of
 
-from support import account_id, celery_process, free_port, problem_of, wait_for
+from support import (
+    account_id,
+    celery_process,
+    free_port,
+    problem_of,
+    skip_or_fail,
+    wait_for,
+)
 
 # A generous liveness bound, not a benchmark: the budget, the rate limiter's
 # own half-second wait on the same Redis, and slack for a busy machine.
@@ -108,9 +114,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A private Redis; skips without ``redis-server`` (fails under CI=true)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is required under CI=true")
-        pytest.skip("redis-server is not installed")
+        skip_or_fail("redis-server is not installed")
     directory = tmp_path / "redis"
     directory.mkdir()
     with ExitStack() as files:
