@@ -189,8 +189,10 @@ def empty_app(
         from pg_database import temporary_database
 
         with temporary_database(postgres_url) as url:
-            yield make_app(schema=False, SQLALCHEMY_DATABASE_URI=url)
-            with make_app(schema=False, SQLALCHEMY_DATABASE_URI=url).app_context():
+            app = make_app(schema=False, SQLALCHEMY_DATABASE_URI=url)
+            yield app
+            # Its connections closed, so the database can be dropped.
+            with app.app_context():
                 db.engine.dispose()
         return
     yield make_app(schema=False, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/m.db")
