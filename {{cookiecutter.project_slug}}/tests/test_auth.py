@@ -20,13 +20,18 @@ from {{ cookiecutter.package_name }}.accounts.models import ApiToken
 from {{ cookiecutter.package_name }}.extensions import db
 from {{ cookiecutter.package_name }}.sqltypes import utcnow
 
-from support import DEFAULT_ACCOUNT, CapturingTransport, issue_token, problem_of
+from support import (
+    DEFAULT_ACCOUNT,
+    UNKNOWN_ID,
+    CapturingTransport,
+    issue_token,
+    problem_of,
+)
 
 # Routes a client may reach without a bearer token (a signed link instead).
 SIGNED_LINK_ENDPOINTS = {"exports.download"}
 # The API's description (test_openapi.py): public, it holds no data.
 DOCUMENTATION_BLUEPRINTS = {"openapi", "apidocs"}
-UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
 
 def api_rules(app: Flask) -> list[tuple[str, str, str]]:

@@ -63,11 +63,6 @@ def config(load_config: LoadConfig) -> ModuleType:
     return load_config()
 
 
-def write(path: Path, content: str) -> Path:
-    path.write_text(content + "\n", encoding="ascii")
-    return path
-
-
 # Worker count -----------------------------------------------------------------
 
 
