@@ -159,8 +159,11 @@ def init_tracing(app: Flask, process_kind: str) -> bool:
     tests keep spans in memory with one).
     """
     global _active
+    if _active is not None:
+        return False
     exporter: SpanExporter | None = app.config.get("TRACING_EXPORTER")
-    if _active is not None or (exporter is None and endpoint() is None):
+    url = endpoint() if exporter is None else None
+    if exporter is None and url is None:
         return False
     # The sampler OTEL_TRACES_SAMPLER names, as the SDK reads it.
     configured = TracerProvider(shutdown_on_exit=False).sampler
@@ -174,7 +177,7 @@ def init_tracing(app: Flask, process_kind: str) -> bool:
         )
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        log.info("tracing %s to %s", process_kind, endpoint())
+        log.info("tracing %s to %s", process_kind, url)
     else:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
