@@ -132,9 +132,10 @@ class GunicornSettings(BaseSettings):
         return self
 
     @classmethod
-    def load(cls, environ: Mapping[str, str] = os.environ) -> GunicornSettings:
-        """The settings, or GunicornConfigError naming the variable."""
-        check_variables(environ)
+    def load(cls) -> GunicornSettings:
+        """The settings from the environment, or GunicornConfigError naming
+        the variable."""
+        check_variables(os.environ)
         try:
             return cls()
         except ValidationError as exc:
