@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Flask
-from sqlalchemy import func, select
+import random
+from datetime import timedelta
 
+from flask import Flask
+from sqlalchemy import func, select, text
+
+from {{ cookiecutter.package_name }}.cli import SAMPLE_SPAN, sample_events
 from {{ cookiecutter.package_name }}.events.models import Event
 from {{ cookiecutter.package_name }}.extensions import db
+from {{ cookiecutter.package_name }}.sqltypes import utcnow
 
 from support import account_id
 
@@ -53,3 +58,37 @@ def test_seed_if_empty_seeds_once(app: Flask) -> None:
     assert again.exit_code == 0
     assert "nothing seeded" in again.output
     assert count_events(app) == 10
+
+
+def test_sample_events_are_created_in_the_order_they_come() -> None:
+    """As rows the service stores one after another: ``created_at`` rises
+    event by event over the last SAMPLE_SPAN (inserted in this order, the
+    table's physical order follows it, as an export reads it), each event
+    occurring up to an hour before."""
+    started = utcnow()
+    events = list(sample_events(600, random.Random(1), owner_id=1))
+    created = [event["created_at"] for event in events]
+    assert len(created) == len(set(created)) == 600
+    assert created == sorted(created)
+    assert started - SAMPLE_SPAN <= created[0]
+    assert created[-1] <= utcnow()
+    assert created[-1] - created[0] > SAMPLE_SPAN * 0.99
+    lags = {event["created_at"] - event["occurred_at"] for event in events}
+    assert all(timedelta(0) <= lag < timedelta(hours=1) for lag in lags)
+    assert len(lags) > 1
+
+
+# Where each database keeps the statistics ANALYZE gathers for a table.
+TABLE_STATISTICS = {
+    "postgresql": "SELECT count(*) FROM pg_stats"
+    " WHERE schemaname = current_schema() AND tablename = :table",
+    "sqlite": "SELECT count(*) FROM sqlite_stat1 WHERE tbl = :table",
+}
+
+
+def test_seed_leaves_fresh_statistics_for_the_planner(app: Flask) -> None:
+    app.test_cli_runner().invoke(args=["seed", "--rows", "50"])
+    with app.app_context():
+        query = TABLE_STATISTICS[db.engine.dialect.name]
+        gathered = db.session.scalar(text(query), {"table": Event.__tablename__})
+    assert gathered > 0

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 import click
 from flask import Flask
 from flask.cli import with_appcontext
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 
 from .accounts.services import get_or_create_account
 from .deploy_check import check_deploy_command
@@ -22,26 +24,32 @@ from .extensions import db
 from .sqltypes import utcnow
 
 KINDS = ("signup", "login", "purchase", "refund", "logout", "page_view")
+SAMPLE_SPAN = timedelta(days=30)
 
 
-def sample_rows(count: int, rng: random.Random, owner_id: int) -> list[dict[str, Any]]:
-    """Values of the sample columns; other columns get their defaults."""
-    now = utcnow()
-    rows = []
-    for _ in range(count):
-        at = now - timedelta(seconds=rng.randrange(30 * 24 * 3600))
-        rows.append(
-            {
-                "id": uuid.UUID(int=rng.getrandbits(128), version=4),
-                "owner_id": owner_id,
-                "kind": rng.choice(KINDS),
-                "amount": Decimal(rng.randrange(0, 100_000_00)) / 100,
-                "payload": f"sample event {rng.randrange(1_000_000)}",
-                "occurred_at": at,
-                "created_at": at,
-            }
-        )
-    return rows
+def sample_events(
+    count: int, rng: random.Random, owner_id: int
+) -> Iterator[dict[str, Any]]:
+    """Values of the sample columns of ``count`` events over the last
+    SAMPLE_SPAN, oldest first; other columns get their defaults.
+
+    ``created_at`` rises event by event, as it does for rows the service
+    stores one after another: inserted in this order, the table's physical
+    order follows it as in production, and an export reads the table in
+    that order. Each event occurred up to an hour before it was stored."""
+    step = SAMPLE_SPAN / max(count, 1)
+    start = utcnow() - SAMPLE_SPAN
+    for index in range(count):
+        created_at = start + index * step
+        yield {
+            "id": uuid.UUID(int=rng.getrandbits(128), version=4),
+            "owner_id": owner_id,
+            "kind": rng.choice(KINDS),
+            "amount": Decimal(rng.randrange(0, 100_000_00)) / 100,
+            "payload": f"sample event {rng.randrange(1_000_000)}",
+            "occurred_at": created_at - timedelta(seconds=rng.randrange(3600)),
+            "created_at": created_at,
+        }
 
 
 def insert_rows(rows: list[dict[str, Any]]) -> None:
@@ -75,15 +83,18 @@ def seed_events(
     progress: Any = None,
 ) -> int:
     """Insert ``rows`` sample events of ``owner_id`` in batches, in one
-    transaction."""
+    transaction, then refresh the table's statistics, as after any bulk
+    load: until autovacuum gets round to it, the planner would guess."""
     rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
+    events = sample_events(rows, rng, owner_id)
     inserted = 0
-    while inserted < rows:
-        batch = sample_rows(min(batch_size, rows - inserted), rng, owner_id)
+    while batch := list(islice(events, batch_size)):
         insert_rows(batch)
         inserted += len(batch)
         if progress is not None:
             progress.update(len(batch))
+    db.session.commit()
+    db.session.execute(text(f"ANALYZE {Event.__tablename__}"))
     db.session.commit()
     return inserted
 
