@@ -47,7 +47,6 @@ POSTGRES_SERVER = os.environ.get(
     "BENCH_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432"
 )
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-NGINX = find_nginx() or "nginx"
 HOST = "127.0.0.1"
 # The account whose events the benchmarks seed and read.
 ACCOUNT = "bench"
@@ -257,15 +256,18 @@ class Stack:
         """nginx with the shipped config rendered for a private prefix (made
         world-searchable: nginx's workers read files as another user), with
         ``swaps`` replacing lines of it; returns its port and prefix."""
+        binary = find_nginx()
+        if binary is None:
+            raise SystemExit("nginx is not installed: run make system-packages")
         prefix = self.workdir / name
         prefix.mkdir(parents=True, exist_ok=True)
         for directory in (self.workdir, prefix):
             directory.chmod(0o755)
         port = free_port()
         conf = render_for_prefix(
-            self.project.path, prefix, port, upstream_port, NGINX, swaps=swaps
+            self.project.path, prefix, port, upstream_port, binary, swaps=swaps
         )
-        command = [NGINX, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"]
+        command = [binary, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"]
         service = start(name, command, prefix, clean_env(), self.logs)
         self.services.append(service)
         wait_for(lambda: port_open(port) or self.check(service), 30, name)
