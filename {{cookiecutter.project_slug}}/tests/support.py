@@ -26,6 +26,9 @@ from werkzeug.test import TestResponse
 
 from {{ cookiecutter.package_name }}.accounts import services as accounts
 from {{ cookiecutter.package_name }}.extensions import db
+{%- if cookiecutter.use_celery == "y" %}
+from {{ cookiecutter.package_name }}.jobs.models import FINISHED
+{%- endif %}
 
 TESTS_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = TESTS_DIR.parent
@@ -263,4 +266,10 @@ def celery_process(
         )
         assert process.poll() is None, started.log()
         yield started
+
+
+def finished_job(client: FlaskClient, status_url: str) -> dict[str, Any] | None:
+    """The job's status once it is final, else ``None``: for ``wait_for``."""
+    body = client.get(status_url).get_json()
+    return body if body["status"] in FINISHED else None
 {%- endif %}

@@ -28,11 +28,12 @@ from redis.exceptions import RedisError
 from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.celery_app import BROKER
 from {{ cookiecutter.package_name }}.config import ConfigError
-from test_worker_process import finished_job, start_summary, summaries_of
+from test_worker_process import start_summary, summaries_of
 
 from support import (
     account_id,
     celery_process,
+    finished_job,
     free_port,
     problem_of,
     skip_or_fail,

@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -29,7 +28,7 @@ from {{ cookiecutter.package_name }}.extensions import db
 from {{ cookiecutter.package_name }}.jobs import services
 from {{ cookiecutter.package_name }}.jobs.tasks import JobTask
 
-from support import account_id, wait_for
+from support import account_id, finished_job, wait_for
 
 LARGEST_AMOUNT = "9999999999.99"
 
@@ -55,11 +54,6 @@ def worker_app(
         yield app
 
 
-def finished(client: Any, url: str) -> dict[str, Any] | None:
-    body = client.get(url).get_json()
-    return body if body["status"] in ("succeeded", "failed") else None
-
-
 def test_a_database_error_shows_a_code_and_logs_the_details(
     worker_app: Flask, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -75,7 +69,7 @@ def test_a_database_error_shows_a_code_and_logs_the_details(
         logs.request_id_var.reset(token)
     client = worker_app.test_client()
     url = f"/api/jobs/{job_id}"
-    done = wait_for(lambda: finished(client, url), what="the failure")
+    done = wait_for(lambda: finished_job(client, url), what="the failure")
 
     assert done["status"] == "failed"
     assert done["error"] == {
@@ -116,7 +110,7 @@ def test_the_owner_summary_adds_up_any_total_exactly(worker_app: Flask) -> None:
     accepted = client.post("/api/jobs/owner-summaries")
     assert accepted.status_code == 202
     done = wait_for(
-        lambda: finished(client, accepted.get_json()["status_url"]), what="summary"
+        lambda: finished_job(client, accepted.get_json()["status_url"]), what="summary"
     )
 
     assert done["status"] == "succeeded", done

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -26,7 +25,7 @@ from {{ cookiecutter.package_name }}.jobs import reaper, tasks
 from {{ cookiecutter.package_name }}.jobs.models import Job, JobStatus
 from {{ cookiecutter.package_name }}.sqltypes import utcnow
 
-from support import account_id, wait_for
+from support import account_id, finished_job, wait_for
 
 
 def reaped(kind: str, outcome: str) -> float:
@@ -38,11 +37,6 @@ def reaped(kind: str, outcome: str) -> float:
 def worker(app: Flask) -> Iterator[None]:
     with start_worker(app.extensions["celery"], pool="solo", perform_ping_check=False):
         yield
-
-
-def finished(client: Any, url: str) -> dict[str, Any] | None:
-    body = client.get(url).get_json()
-    return body if body["status"] in ("succeeded", "failed") else None
 
 
 def queue_length(redis_server: tuple[str, str], queue: str = "default") -> int:
@@ -107,7 +101,7 @@ def test_a_lost_message_is_sent_again_and_the_job_completes(
     assert stored(app, job_id).requeues == 1
 
     with worker(app):
-        done = wait_for(lambda: finished(client, url), what="the job sent again")
+        done = wait_for(lambda: finished_job(client, url), what="the job sent again")
     assert done["status"] == "succeeded", done
     assert done["result"]["owner_id"] == account_id(app)  # the row's owner
     assert done["result"]["total"] == "2.50"
@@ -147,8 +141,8 @@ def test_the_reaper_task_fails_jobs_sent_again_too_often(
     with worker(app), app.app_context():
         enqueue(tasks.reap_stuck)
         client = app.test_client()
-        wait_for(lambda: finished(client, f"/api/jobs/{lost_id}"), what="reaping")
-        wait_for(lambda: finished(client, f"/api/jobs/{killed_id}"), what="reaping")
+        wait_for(lambda: finished_job(client, f"/api/jobs/{lost_id}"), what="reaping")
+        wait_for(lambda: finished_job(client, f"/api/jobs/{killed_id}"), what="reaping")
 
     assert client.get(f"/api/jobs/{lost_id}").get_json()["error"] == {
         "code": "lost",

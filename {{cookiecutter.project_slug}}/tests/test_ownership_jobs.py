@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from celery.contrib.testing.worker import start_worker
 from flask import Flask
-from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from {{ cookiecutter.package_name }}.exports import files
@@ -22,7 +21,14 @@ from {{ cookiecutter.package_name }}.extensions import db
 from {{ cookiecutter.package_name }}.jobs.models import Job, JobStatus
 from {{ cookiecutter.package_name }}.sqltypes import utcnow
 
-from support import UNKNOWN_ID, Tenant, problem_of, same_answer, wait_for
+from support import (
+    UNKNOWN_ID,
+    Tenant,
+    finished_job,
+    problem_of,
+    same_answer,
+    wait_for,
+)
 
 
 def add_export(app: Flask, tenant: Tenant, content: bytes) -> str:
@@ -158,18 +164,13 @@ def worker_app(
         yield app
 
 
-def finished(client: FlaskClient, url: str) -> dict[str, Any] | None:
-    body = client.get(url).get_json()
-    return body if body["status"] in ("succeeded", "failed") else None
-
-
 def test_background_work_keeps_the_callers_account(worker_app: Flask) -> None:
     alice, bob = Tenant(worker_app, "alice"), Tenant(worker_app, "bob")
 
     started = alice.client.post("/api/exports", json={"format": "ndjson"})
     assert started.status_code == 202, started.data
     url = started.get_json()["status_url"]
-    done = wait_for(lambda: finished(alice.client, url), what="the export")
+    done = wait_for(lambda: finished_job(alice.client, url), what="the export")
     assert done["status"] == "succeeded", done
     lines = fetched(alice.client.get(done["download_url"])).get_data(as_text=True)
     assert {json.loads(line)["id"] for line in lines.splitlines()} == set(alice.events)
@@ -177,7 +178,7 @@ def test_background_work_keeps_the_callers_account(worker_app: Flask) -> None:
     summary = bob.client.post("/api/jobs/owner-summaries")
     assert summary.status_code == 202, summary.data
     url = summary.get_json()["status_url"]
-    done = wait_for(lambda: finished(bob.client, url), what="the summary")
+    done = wait_for(lambda: finished_job(bob.client, url), what="the summary")
     assert done["status"] == "succeeded", done
     assert done["result"]["events"] == len(bob.events)
     assert done["result"]["total"] == "4.50"  # 0.50 + 1.50 + 2.50

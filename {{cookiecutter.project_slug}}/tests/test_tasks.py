@@ -36,7 +36,14 @@ from {{ cookiecutter.package_name }}.jobs import tasks
 from {{ cookiecutter.package_name }}.jobs.models import Job, JobStatus
 from {{ cookiecutter.package_name }}.sqltypes import utcnow
 
-from support import account_id, checked_out, issue_token, problem_of, wait_for
+from support import (
+    account_id,
+    checked_out,
+    finished_job,
+    issue_token,
+    problem_of,
+    wait_for,
+)
 
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
 probe_sessions: list[Any] = []
@@ -87,11 +94,6 @@ def worker_app(
         assert result_store_closed.wait(timeout=30)
 
 
-def job_status(client: Any, status_url: str) -> dict[str, Any] | None:
-    body = client.get(status_url).get_json()
-    return body if body["status"] in ("succeeded", "failed") else None
-
-
 def add_events(client: Any, amounts: list[str], kind: str = "sale") -> None:
     """Events of the client's account."""
     for amount in amounts:
@@ -114,7 +116,7 @@ def test_enqueued_job_runs_and_reports_success(worker_app: Flask) -> None:
     assert body["status"] == "pending"
     assert response.headers["Location"] == body["status_url"]
 
-    done = wait_for(lambda: job_status(client, body["status_url"]), what="the job")
+    done = wait_for(lambda: finished_job(client, body["status_url"]), what="the job")
     assert done["status"] == "succeeded"
     assert done["attempts"] == 1
     assert done["result"]["owner_id"] == account_id(worker_app)
@@ -141,7 +143,7 @@ def test_a_failing_job_is_reported_failed(worker_app: Flask) -> None:
         # no job of that account to run, and raises.
         enqueue(tasks.summarize_owner, job_id, other_id, task_id=job_id)
     client = worker_app.test_client()
-    done = wait_for(lambda: job_status(client, f"/api/jobs/{job_id}"), what="failure")
+    done = wait_for(lambda: finished_job(client, f"/api/jobs/{job_id}"), what="failure")
     assert done["status"] == "failed"
     assert done["error"] == {
         "code": "internal_error",
@@ -218,7 +220,7 @@ def test_the_request_id_follows_the_task_into_its_logs(
         json={},
         headers={"X-Request-ID": "req-to-task-1"},
     )
-    wait_for(lambda: job_status(client, response.get_json()["status_url"]))
+    wait_for(lambda: finished_job(client, response.get_json()["status_url"]))
     task_records = [r for r in caplog.records if r.name.endswith("jobs.tasks")]
     assert task_records
     assert {r.request_id for r in task_records} == {"req-to-task-1"}
@@ -354,7 +356,7 @@ def run_export(app: Flask, body: dict[str, Any]) -> dict[str, Any]:
     response = client.post("/api/exports", json=body)
     assert response.status_code == 202, response.data
     status_url = response.get_json()["status_url"]
-    return wait_for(lambda: job_status(client, status_url), what="the export")
+    return wait_for(lambda: finished_job(client, status_url), what="the export")
 
 
 def download_url(app: Flask, export_id: str) -> str:

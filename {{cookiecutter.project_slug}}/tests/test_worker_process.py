@@ -26,7 +26,7 @@ from {{ cookiecutter.package_name }}.extensions import db
 from {{ cookiecutter.package_name }}.jobs.models import Job
 from {{ cookiecutter.package_name }}.jobs.tasks import SUMMARY_KIND
 
-from support import account_id, celery_process, wait_for
+from support import account_id, celery_process, finished_job, wait_for
 
 
 def worker_process(env: dict[str, str], log_path: Path) -> Any:
@@ -43,11 +43,6 @@ def worker_process(env: dict[str, str], log_path: Path) -> Any:
         f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
     ]
     return celery_process(arguments, env, log_path, ready=" ready.")
-
-
-def finished_job(client: FlaskClient, status_url: str) -> dict[str, Any] | None:
-    body = client.get(status_url).get_json()
-    return body if body["status"] in ("succeeded", "failed") else None
 
 
 def summaries_of(app: Flask, owner_id: int) -> int:
