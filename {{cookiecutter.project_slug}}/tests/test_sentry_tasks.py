@@ -6,6 +6,7 @@ in-memory transport as the app's.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
@@ -17,7 +18,10 @@ from celery.worker.consumer import consumer
 from flask import Flask
 from sqlalchemy.exc import OperationalError
 
-from support import CapturingTransport, wait_for
+from {{ cookiecutter.package_name }}.accounts import Scope, require
+from {{ cookiecutter.package_name }}.accounts import services as accounts
+
+from support import CapturingTransport, account_id, wait_for
 
 DSN = "https://public@sentry.example.invalid/1"
 transient_attempts: list[int] = []
@@ -78,7 +82,8 @@ def reporting_worker(
         drain_task.delay()
         assert drained.wait(timeout=30)
 
-    @app.post("/explode-later")
+    @app.post("/api/explode-later")
+    @require(Scope.WRITE)
     def explode_later() -> tuple[dict[str, str], int]:
         explode.delay()
         return {}, 202
@@ -93,16 +98,23 @@ def reporting_worker(
         drain()
 
 
-def test_a_failing_task_is_reported_once_with_the_senders_request_id(
+def test_a_failing_task_is_reported_once_with_the_senders_request_id_and_caller(
     reporting_worker: ReportingWorker, sentry_transport: CapturingTransport
 ) -> None:
-    response = reporting_worker.app.test_client().post(
-        "/explode-later", headers={"X-Request-ID": "req-to-failing-task"}
+    app = reporting_worker.app
+    with app.app_context():
+        caller = accounts.get_or_create_account("sender")
+        token = accounts.issue_token(caller, ["write"], name="test")
+    response = app.test_client(token=token.secret).post(
+        "/api/explode-later", headers={"X-Request-ID": "req-to-failing-task"}
     )
     assert response.status_code == 202
     reporting_worker.drain()
     [event] = sentry_transport.events()
     assert event["tags"]["request_id"] == "req-to-failing-task"
+    assert event["tags"]["account_id"] == str(account_id(app, "sender"))
+    assert event["tags"]["token_id"] == str(token.id)
+    assert token.secret not in json.dumps(event, default=str)
     [exception] = event["exception"]["values"]
     assert exception["type"] == "ValueError"
     assert exception["mechanism"]["type"] == "celery"

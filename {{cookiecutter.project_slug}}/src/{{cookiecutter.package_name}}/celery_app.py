@@ -39,7 +39,6 @@ from celery.signals import (
 from flask import Flask, current_app
 from kombu import Queue
 from kombu.exceptions import OperationalError as BrokerError
-from opentelemetry import trace
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from sentry_sdk.integrations.celery import CeleryIntegration
@@ -113,7 +112,7 @@ class AppTask(Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with self.sender_context():
-            tag_sentry_scope(logs.request_id_var.get())
+            tag_sentry_scope()
             with self.app.flask_app.app_context():
                 return self.run(*args, **kwargs)
 
@@ -133,23 +132,15 @@ class AppTask(Task):
             logs.request_id_var.reset(token)
 
 
-def tag_sentry_scope(request_id: str) -> None:
+def tag_sentry_scope() -> None:
     """Tag whatever Sentry reports for the running task.
 
     Celery's integration reports a failed task after the task's own call has
     returned and its ids are unset, so they go on the task's Sentry scope
     (one per task run) instead.
     """
-    if not sentry_sdk.get_client().is_active():
-        return
-    sentry_sdk.set_tag(sentry.REQUEST_ID_TAG, request_id)
-    span = trace.get_current_span().get_span_context()
-    if span.is_valid:
-        sentry_sdk.set_tag(sentry.TRACE_ID_TAG, trace.format_trace_id(span.trace_id))
-    identity = logs.identity_var.get()
-    if identity != logs.ANONYMOUS:
-        sentry_sdk.set_tag(sentry.ACCOUNT_ID_TAG, identity[0])
-        sentry_sdk.set_tag(sentry.TOKEN_ID_TAG, identity[1])
+    if sentry_sdk.get_client().is_active():
+        sentry_sdk.set_tags(sentry.context_tags())
 
 
 def celery_config(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -110,15 +110,11 @@ def init_sentry(config: Mapping[str, Any]) -> bool:
     return True
 
 
-def tag_event(event: Event, _hint: Hint) -> Event:
-    """Tag an event with the request id it was raised under, its trace id
-    if traced, and the account and token ids of the caller, if any (never
-    the token); keep the exceptions' SQL statements and parameters out of
-    it."""
-    for exception in event.get("exception", {}).get("values", []):
-        if isinstance(exception.get("value"), str):
-            exception["value"] = exception["value"].split(SQL_MARK)[0]
-    tags = event.setdefault("tags", {})
+def context_tags() -> dict[str, str]:
+    """The request id of the running request or task, its trace id if
+    traced, and the account and token ids of the caller, if any (never the
+    token), as Sentry tags."""
+    tags = {}
     request_id = request_id_var.get()
     if request_id != "-":
         tags[REQUEST_ID_TAG] = request_id
@@ -128,4 +124,14 @@ def tag_event(event: Event, _hint: Hint) -> Event:
     identity = identity_var.get()
     if identity != ANONYMOUS:
         tags[ACCOUNT_ID_TAG], tags[TOKEN_ID_TAG] = identity
+    return tags
+
+
+def tag_event(event: Event, _hint: Hint) -> Event:
+    """Tag an event with ``context_tags``; keep the exceptions' SQL
+    statements and parameters out of it."""
+    for exception in event.get("exception", {}).get("values", []):
+        if isinstance(exception.get("value"), str):
+            exception["value"] = exception["value"].split(SQL_MARK)[0]
+    event.setdefault("tags", {}).update(context_tags())
     return event
