@@ -381,6 +381,32 @@ def test_a_variable_config_cannot_read_is_an_error(
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
+        ("GUNICORN_WORKERS", "many", "valid integer"),
+        ("GUNICORN_WORKER_CLASS", "eventlet", "gthread"),
+        ("GUNICORN_WORKER", "4", "unknown variable"),
+        ("GUNICORN_GEVENT_PATCHED_DB", "1", "no longer read"),
+    ],
+)
+def test_what_stops_gunicorn_from_starting_is_an_error(
+    production_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    value: str,
+    message: str,
+) -> None:
+    # With rate limits in memory, the only finding still: the worker count
+    # is unknown while gunicorn would not start.
+    monkeypatch.setenv("FLASK_RATELIMIT_STORAGE_URI", "memory://")
+    monkeypatch.setenv(name, value)
+    result = check()
+    assert_only(result, [("ERROR", name)])
+    assert message in result.output
+    assert "gunicorn refuses to start" in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
         # A setting's override is checked as its variable is.
         ("FLASK_MAX_CONTENT_LENGTH", "abc", "must be an integer"),
         ("FLASK_METRICS_ENABLED", "maybe", "true or false"),

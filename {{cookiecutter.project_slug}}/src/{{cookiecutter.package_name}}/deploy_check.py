@@ -31,10 +31,9 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import click
-from pydantic import ValidationError
 
 from . import config
-from .serving import GunicornSettings
+from .serving import GunicornConfigError, GunicornSettings
 
 # The production database this project was generated for.
 DATABASE = "{{ cookiecutter.database }}"
@@ -464,14 +463,29 @@ def check_logging(ctx: Context) -> list[Finding]:
     return findings
 
 
-def gunicorn_workers() -> int:
+def check_gunicorn(ctx: Context) -> list[Finding]:
+    """What stops deploy/gunicorn.conf.py from starting: a ``GUNICORN_``
+    variable it cannot read, a misspelt or retired one."""
+    try:
+        GunicornSettings.load()
+    except GunicornConfigError as exc:
+        message = mask(str(exc), secret_values(ctx.environ))
+        names = VARIABLE_NAME.findall(message)
+        variable = names[0] if names else "GUNICORN"
+        reason = _without_name(message, variable)
+        return [error(variable, f"{reason}; gunicorn refuses to start")]
+    return []
+
+
+def gunicorn_workers() -> int | None:
     """How many workers deploy/gunicorn.conf.py starts, at least:
     ``GUNICORN_WORKERS``, else its default, 2 x CPUs + 1 (so 3 or more)
-    capped at ``GUNICORN_MAX_WORKERS`` (8)."""
+    capped at ``GUNICORN_MAX_WORKERS`` (8). None when it would not start
+    (``check_gunicorn`` says why)."""
     try:
-        settings = GunicornSettings()
-    except ValidationError:
-        return 3  # gunicorn refuses to start, naming the variable
+        settings = GunicornSettings.load()
+    except GunicornConfigError:
+        return None
     return settings.workers or min(3, settings.max_workers)
 
 
@@ -487,7 +501,7 @@ def check_rate_limits(ctx: Context) -> list[Finding]:
         ]
     storage = str(ctx.config.get("RATELIMIT_STORAGE_URI") or "memory://")
     workers = gunicorn_workers()
-    if storage.startswith("memory://") and workers > 1:
+    if storage.startswith("memory://") and workers is not None and workers > 1:
         if ctx.environ.get("GUNICORN_WORKERS", "").strip():
             count = f"GUNICORN_WORKERS={workers}"
         else:
@@ -543,6 +557,7 @@ CHECKS: tuple[Check, ...] = (
     check_flask_overrides,
     check_sentry,
     check_logging,
+    check_gunicorn,
     check_rate_limits,
 )
 
