@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -144,3 +145,28 @@ def bake_cli(
         timeout=120,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def text_files(project: Path) -> Iterator[tuple[Path, str]]:
+    """(path, text) of every UTF-8 text file of a bake, not of its ``.venv``."""
+    for path in sorted(project.rglob("*")):
+        if not path.is_file() or ".venv" in path.relative_to(project).parts:
+            continue
+        data = path.read_bytes()
+        if b"\0" in data:
+            continue  # binary
+        try:
+            yield path, data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # binary
+
+
+def lines_matching(project: Path, found: Callable[[str], bool]) -> list[str]:
+    """``path:line: text`` of every line of the bake's text files that
+    ``found`` accepts."""
+    return [
+        f"{path.relative_to(project)}:{number}: {line}"
+        for path, text in text_files(project)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if found(line)
+    ]

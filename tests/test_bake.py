@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import re
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from allpairspy import AllPairs
 
 from prerequisites import require_python
 from template_tools.process import run
-from template_tools.template import bake_into, choice_options
+from template_tools.template import bake_into, choice_options, lines_matching
 
 OPTIONS = choice_options()
 JINJA_MARKERS = ("{{ cookiecutter", "{%", "%}", "{#")
@@ -86,29 +85,6 @@ def test_no_jinja_left_in_file_names(baked: tuple[Path, dict[str, Any]]) -> None
         if any(marker in path.name for marker in PATH_MARKERS)
     ]
     assert leftovers == []
-
-
-def text_files(project: Path) -> Iterator[tuple[Path, str]]:
-    """(path, text) of every UTF-8 text file in the bake."""
-    for path in sorted(project.rglob("*")):
-        if not path.is_file():
-            continue
-        data = path.read_bytes()
-        if b"\0" in data:
-            continue  # binary
-        try:
-            yield path, data.decode("utf-8")
-        except UnicodeDecodeError:
-            continue  # binary
-
-
-def lines_matching(project: Path, found: Callable[[str], bool]) -> list[str]:
-    return [
-        f"{path.relative_to(project)}:{number}: {line}"
-        for path, text in text_files(project)
-        for number, line in enumerate(text.splitlines(), start=1)
-        if found(line)
-    ]
 
 
 def test_no_jinja_left_in_files(baked: tuple[Path, dict[str, Any]]) -> None:

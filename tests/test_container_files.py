@@ -28,7 +28,7 @@ from template_tools.nginx import (
     shipped_text,
 )
 from template_tools.process import run
-from template_tools.template import bake_into, choice_options
+from template_tools.template import bake_into, choice_options, lines_matching
 
 OPTIONS = choice_options()
 COMPOSE = Path("compose.yaml")
@@ -211,17 +211,9 @@ def test_app_services_read_env_and_share_the_export_volume(
     dockerfile = (project / DOCKERFILE).read_text("utf-8")
     assert (f"EXPORT_DIR={EXPORT_DIR}" in dockerfile) == celery
     if not celery:
-        leftovers = [
-            str(path.relative_to(project))
-            for path in project.rglob("*")
-            if path.is_file()
-            and ".venv" not in path.parts
-            and any(
-                word in path.read_text("utf-8", errors="replace")
-                for word in (EXPORT_DIR, "EXPORT_DIR", "/_exports")
-            )
-        ]
-        assert leftovers == []
+        words = (EXPORT_DIR, "EXPORT_DIR", "/_exports")
+        leftovers = lines_matching(project, lambda line: any(w in line for w in words))
+        assert leftovers == [], "\n".join(leftovers)
 
 
 def test_nginx_runs_the_shipped_config_beside_web(
