@@ -22,9 +22,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 from template_tools.environment import clean_env, find_python, production_env
 from template_tools.nginx import find_nginx, free_port, render_for_prefix
 from template_tools.postgres import throwaway_database
-from template_tools.process import Service, start
+from template_tools.process import Service, start, wait_for
 from template_tools.template import (
     REPO_ROOT,
     bake_into,
@@ -203,16 +202,6 @@ def migrate_and_seed(
     seed = ("seed", "--rows", str(rows), "--seed", "1", "--account", account)
     flask(project, env, *seed)
     return caller
-
-
-def wait_for(condition: Callable[[], Any], seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise RuntimeError(f"timed out after {seconds}s waiting for {what}")
 
 
 def answers(port: int, path: str = "/healthz") -> bool:

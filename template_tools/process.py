@@ -8,12 +8,30 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 STOP_SECONDS = 15
+
+
+def wait_for(
+    condition: Callable[[], Any], seconds: float, what: str, interval: float = 0.1
+) -> Any:
+    """Poll ``condition`` until it returns something truthy, and return
+    that; raise TimeoutError naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(
+        f"timed out after {seconds}s waiting for {what} (last: {last!r})"
+    )
 
 
 def run(

@@ -38,7 +38,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -60,7 +60,7 @@ from template_tools.environment import clean_env, production_env
 from template_tools.nginx import exchange, free_port, get, render_for_prefix
 from template_tools.otlp import ReceivedSpan, Receiver, otlp_receiver
 from template_tools.postgres import create_database, drop_database
-from template_tools.process import Service, run, start
+from template_tools.process import Service, run, start, wait_for
 from template_tools.template import bake_into, defaults
 
 pytestmark = pytest.mark.slow
@@ -183,20 +183,6 @@ class Stack:
             error_log = self.nginx_error_log.read_text(encoding="utf-8")[-5000:]
         tails = "\n".join(service.tail() for service in self.services)
         return f"{tails}\n--- nginx error log ---\n{error_log}"
-
-
-def wait_for(
-    condition: Callable[[], Any], seconds: float, what: str, interval: float = 0.2
-) -> Any:
-    """Poll ``condition`` until it returns something truthy, or fail."""
-    deadline = time.monotonic() + seconds
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {seconds}s waiting for {what} (last: {last!r})")
 
 
 def healthy(stack: Stack, services: list[Service]) -> bool:

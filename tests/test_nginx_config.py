@@ -48,7 +48,7 @@ from template_tools.nginx import (
     running_nginx,
     shipped_text,
 )
-from template_tools.process import run
+from template_tools.process import run, wait_for
 from template_tools.template import bake_into
 
 SECURITY = Path("src") / "flask_service" / "http" / "security.py"
@@ -297,8 +297,11 @@ class StandIn(BaseHTTPRequestHandler):
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # nginx gave up waiting (/late)
 
     def do_GET(self) -> None:
         path = self.path.partition("?")[0]
@@ -518,13 +521,13 @@ def test_access_log_lines_stay_one_json_object_each(
     exchange(port, get("/metrics", {"X-Request-ID": "log-2"}))  # nginx's 404
     log = prefix / "logs" / "access.log"
 
-    deadline = time.monotonic() + 5  # nginx logs as a request ends
-    while True:
+    def logged() -> dict[str, Any] | None:
+        """Each request's entry, once both are in (nginx logs as a request ends)."""
         lines = log.read_text(encoding="utf-8").splitlines()
         entries = {entry["request_id"]: entry for entry in map(json.loads, lines)}
-        if {"log-1", "log-2"} <= set(entries) or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+        return entries if {"log-1", "log-2"} <= set(entries) else None
+
+    entries = wait_for(logged, 5, "both requests in the access log")
     assert (entries["log-1"]["uri"], entries["log-1"]["user_agent"]) == (path, agent)
     assert {"time", "method", "status", "request_time"} <= set(entries["log-1"])
     assert (entries["log-2"]["status"], entries["log-2"]["upstream_status"]) == (
