@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from importlib import metadata
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from {{ cookiecutter.package_name }} import openapi
 from {{ cookiecutter.package_name }}.apidocs import ASSETS, DOCS_CSP
+from {{ cookiecutter.package_name }}.config import load_settings
 from {{ cookiecutter.package_name }}.events.schemas import EventOut
 
 from support import issue_token, problem_of
@@ -64,8 +66,10 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
 def test_the_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
     validate(document)
     assert document["openapi"].startswith("3.1")
-    assert document["info"]["title"]
-    assert re.fullmatch(r"\d+\.\d+\.\d+.*", document["info"]["version"])
+    # The project's own name and the installed version (pyproject.toml).
+    project_name = {{ cookiecutter.project_name | tojson }}
+    assert document["info"]["title"] == project_name
+    assert document["info"]["version"] == metadata.version(openapi.SERVICE)
 
 
 def test_every_api_route_is_documented(app: Flask, document: dict[str, Any]) -> None:
@@ -89,7 +93,17 @@ def test_operation_ids_are_unique_readable_names(document: dict[str, Any]) -> No
 def test_every_error_is_documented_as_a_problem(document: dict[str, Any]) -> None:
     for path, method, operation in operations(document):
         errors = {int(s): r for s, r in operation["responses"].items() if int(s) >= 400}
-        assert {500, 503} <= set(errors), (method, path)
+        # What any route can answer: the abuse limits and the app's failures;
+        # and what its inputs can give.
+        expected = {429, 500, 503}
+        if "requestBody" in operation:
+            expected |= {400, 413, 415}
+        places = {parameter["in"] for parameter in operation.get("parameters", [])}
+        if "query" in places:
+            expected.add(400)
+        if "path" in places:
+            expected.add(404)
+        assert expected <= set(errors), (method, path, sorted(errors))
         for status, response in errors.items():
             assert list(response["content"]) == ["application/problem+json"], (
                 method,
@@ -145,6 +159,16 @@ def test_docs_page_is_off_in_production_unless_turned_on(
     assert off.get("/api/openapi.json").status_code == 200
     on = make_app(API_DOCS=True).test_client()
     assert on.get("/api/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("app_env", "docs"),
+    [("development", True), ("testing", True), ("production", False)],
+)
+def test_the_docs_page_is_on_by_default_outside_production(
+    app_env: str, docs: bool
+) -> None:
+    assert load_settings(app_env).API_DOCS is docs
 
 
 # Examples per operation: enough to reach every status each route documents,

@@ -49,8 +49,9 @@ PROBLEMS = {
     500: "An unexpected error; quote the request id.",
     503: "A dependency is unavailable; see Retry-After.",
 }
-# Every route can give these: the app's own failures.
-ALWAYS = (500, 503)
+# Every route can give these: the app's own failures, and the abuse limits,
+# which cover every /api/ request (http/limits.py), signed links included.
+ALWAYS = (429, 500, 503)
 
 
 class _Plugin(FlaskPlugin):
@@ -165,7 +166,7 @@ def operation(
         if "query" in hints:
             codes.add(400)
         if scope is not None:
-            codes |= {401, 403, 429}
+            codes |= {401, 403}
         success = {f"HTTP_{status}": model} if model is not None else {}
         responses = Responses(
             *([] if success else [f"HTTP_{status}"]),
