@@ -31,6 +31,7 @@ from {{ cookiecutter.package_name }}.config import ConfigError
 from test_worker_process import start_summary, summaries_of
 
 from support import (
+    CapturingTransport,
     account_id,
     celery_process,
     finished_job,
@@ -204,13 +205,16 @@ def test_enqueueing_answers_503_within_the_broker_timeout_while_redis_is_frozen(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    sentry_transport: CapturingTransport,
 ) -> None:
     own_redis.start()
     monkeypatch.setenv("REDIS_URL", own_redis.url)
     monkeypatch.setenv("CELERY_BROKER_TIMEOUT_SECONDS", str(BROKER_TIMEOUT))
     env = {"REDIS_URL": own_redis.url, "CELERY_KEY_PREFIX": ""}
     env["DATABASE_URL"] = database_url
-    app = make_app()
+    app = make_app(
+        SENTRY_DSN="https://key@sentry.invalid/1", SENTRY_TRANSPORT=sentry_transport
+    )
     client = app.test_client()
     BROKER.answered()  # no burst left open by an earlier test
     with production_worker(env, tmp_path / "worker.log") as worker:
@@ -220,7 +224,7 @@ def test_enqueueing_answers_503_within_the_broker_timeout_while_redis_is_frozen(
 
         own_redis.signal(signal.SIGSTOP)
         with caplog.at_level(logging.INFO, logger="{{ cookiecutter.package_name }}"):
-            failed = []
+            failed, request_ids = [], []
             for _ in range(2):
                 started = time.monotonic()
                 response = client.post("/api/jobs/owner-summaries")
@@ -229,6 +233,7 @@ def test_enqueueing_answers_503_within_the_broker_timeout_while_redis_is_frozen(
                 assert elapsed < ANSWER_WITHIN, f"answered after {elapsed:.1f}s"
                 assert int(response.headers["Retry-After"]) > 0
                 failed.append(problem_of(response)["job_id"])
+                request_ids.append(response.headers["X-Request-ID"])
             jobs = [client.get(f"/api/jobs/{job_id}").get_json() for job_id in failed]
 
             own_redis.signal(signal.SIGCONT)
@@ -243,7 +248,9 @@ def test_enqueueing_answers_503_within_the_broker_timeout_while_redis_is_frozen(
     assert [r.levelno for r in outage] == [logging.ERROR, logging.WARNING], outage
     assert "broker unavailable" in outage[0].getMessage()
     assert "after 2 failed attempts" in outage[1].getMessage()
+    assert outage[0].request_id == request_ids[0]  # the request that met it first
     assert not any(r.exc_info for r in caplog.records), "a traceback was logged"
+    assert len(sentry_transport.events()) == 1  # one report per outage
 
 
 def test_the_broker_timeout_bounds_every_wait_on_redis(

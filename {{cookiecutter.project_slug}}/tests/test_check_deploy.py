@@ -290,6 +290,17 @@ def test_listed_cors_origins_pass(
 ) -> None:
     monkeypatch.setenv("FLASK_CORS_ORIGINS", "https://app.example.com")
     assert_only(check(), [])
+
+
+def test_a_plain_http_cors_origin_is_a_warning(
+    production_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "FLASK_CORS_ORIGINS", '["https://app.example.com", "http://app.example.com"]'
+    )
+    result = check()
+    assert_only(result, [("WARNING", "FLASK_CORS_ORIGINS")])
+    assert "https://" in result.output
 {%- if cookiecutter.use_celery == "y" %}
 
 

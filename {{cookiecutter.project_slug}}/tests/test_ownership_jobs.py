@@ -141,6 +141,26 @@ def test_tampered_expired_or_foreign_links_never_give_the_file(
         problem_of(response)
 
 
+def test_a_link_to_another_accounts_export_answers_like_an_unknown_one(
+    app: Flask, tenants: tuple[Tenant, Tenant]
+) -> None:
+    """Signed for the caller's own account, on another account's export id."""
+    alice, bob = tenants
+    theirs = add_export(app, bob, b"bob's rows\n")
+    browser = app.test_client(token=None)
+
+    def download(export_id: str) -> Any:
+        signature = sign(app, [export_id, alice.account_id])
+        return fetched(
+            browser.get(
+                f"/api/exports/{export_id}/download",
+                query_string={"signature": signature},
+            )
+        )
+
+    same_answer(download(theirs), download(UNKNOWN_ID), theirs)
+
+
 def test_x_accel_downloads_use_the_signed_link_too(
     make_app: Callable[..., Flask],
 ) -> None:
