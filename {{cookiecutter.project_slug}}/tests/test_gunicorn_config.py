@@ -169,6 +169,16 @@ def test_gevent_runs_on_postgresql_with_the_loop_monitor(
     assert config.env.gevent_max_blocking_seconds == 0.2
     unmonitored = load_config(GEVENT_MAX_BLOCKING_SECONDS="0")
     assert unmonitored.env.gevent_max_blocking_seconds == 0
+
+
+def test_gevent_is_refused_with_a_preloaded_app(
+    load_config: LoadConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The master would import the app before gevent patches anything."""
+    monkeypatch.setenv("DATABASE_URL", "postgres://user@db.example/app")
+    with pytest.raises(RuntimeError, match="GUNICORN_PRELOAD_APP=1 cannot run with"):
+        load_config(WORKER_CLASS="gevent", PRELOAD_APP="1")
+    assert load_config(WORKER_CLASS="gthread", PRELOAD_APP="1").preload_app
 {%- endif %}
 
 
