@@ -69,6 +69,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             "migrations/versions/0002_create_jobs.py",
             "migrations/versions/0004_jobs_belong_to_accounts.py",
             "migrations/versions/0005_job_errors_and_reaping.py",
+            "tests/celery_support.py",
             "tests/test_sentry_tasks.py",
             "tests/test_tasks.py",
             "tests/test_limits_redis.py",

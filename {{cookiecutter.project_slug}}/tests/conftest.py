@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import gc
 import os
-{%- if cookiecutter.use_celery == "y" %}
-import uuid
-{%- endif %}
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,57 +18,25 @@ import pytest
 import sentry_sdk
 from flask import Flask
 from flask.testing import FlaskClient
-{%- if cookiecutter.use_celery == "y" %}
-from redis import Redis
-from redis.exceptions import RedisError
-{%- endif %}
 from sqlalchemy import create_engine, text
 
 from {{ cookiecutter.package_name }} import create_app, tracing
-{%- if cookiecutter.use_celery == "y" %}
-from {{ cookiecutter.package_name }}.celery_app import close_celery
-{%- endif %}
-from {{ cookiecutter.package_name }}.config import normalize_database_url
+from {{ cookiecutter.package_name }}.config import Settings, normalize_database_url
 from {{ cookiecutter.package_name }}.extensions import db
 
-from support import ApiClient, CapturingTransport, Tenant{% if cookiecutter.use_celery == "y" %}, skip_or_fail{% endif %}
+from support import ApiClient, CapturingTransport, Tenant
+{%- if cookiecutter.use_celery == "y" %}
 
-# Variables a developer's shell may carry that would change what tests see.
+pytest_plugins = ["celery_support"]
+{%- endif %}
+
+# Variables a developer's shell may carry that would change what tests see:
+# every setting's (config.py reads no other), and those read elsewhere. The
+# session's services (DATABASE_URL, REDIS_URL) are read before they are cleared.
 _APP_VARIABLES = (
     "APP_ENV",
-    "SECRET_KEY",
-    "TRUSTED_HOSTS",
-    "MAX_CONTENT_LENGTH",
-    "SENTRY_DSN",
-    "SENTRY_ENVIRONMENT",
-    "SENTRY_RELEASE",
-    "SENTRY_TRACES_SAMPLE_RATE",
-    "METRICS_ENABLED",
+    *Settings.model_fields,
     "PROMETHEUS_MULTIPROC_DIR",
-    "RATELIMIT_ENABLED",
-    "RATELIMIT_FAILED_AUTH",
-    "RATELIMIT_PER_TOKEN",
-    "RATELIMIT_STORAGE_URI",
-    "RATELIMIT_KEY_PREFIX",
-    "CORS_ORIGINS",
-    "CORS_ALLOW_CREDENTIALS",
-    "CORS_MAX_AGE",
-    "DATABASE_POOL_TIMEOUT",
-    "DATABASE_CONNECT_TIMEOUT",
-    "DATABASE_STATEMENT_TIMEOUT",
-    "DATABASE_ANSWER_TIMEOUT",
-    "DATABASE_KEEPALIVES_IDLE",
-    "DATABASE_TCP_USER_TIMEOUT",
-    "DATABASE_BUSY_TIMEOUT",
-{%- if cookiecutter.use_celery == "y" %}
-    # The session's Redis is read before this list is cleared (redis_server).
-    "REDIS_URL",
-    "CELERY_BROKER_URL",
-    "CELERY_RESULT_BACKEND",
-    "CELERY_KEY_PREFIX",
-    "WORKER_METRICS_HOST",
-    "WORKER_METRICS_PORT",
-{%- endif %}
     # OpenTelemetry's own (tracing.py).
     "OTEL_SDK_DISABLED",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -137,7 +102,16 @@ def database_url(postgres_url: str | None, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
+def app_closers() -> list[Callable[[Flask], None]]:
+    """What ``make_app`` calls on each app it built once the test ends; a
+    feature whose app holds connections of its own adds its closer."""
+    return []
+
+
+@pytest.fixture
+def make_app(
+    database_url: str, app_closers: list[Callable[[Flask], None]]
+) -> Iterator[Callable[..., Flask]]:
     """Build apps from the factory, each with its own engine and pool."""
     apps: list[Flask] = []
 
@@ -157,9 +131,8 @@ def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
     for app in apps:
         with app.app_context():
             db.engine.dispose()
-{%- if cookiecutter.use_celery == "y" %}
-        close_celery(app.extensions["celery"])
-{%- endif %}
+        for close in app_closers:
+            close(app)
     # Clients kept per thread (a broker's) are freed with the app objects:
     # collect them now, inside the test that made them, not in a later one.
     gc.collect()
@@ -220,42 +193,3 @@ def no_sentry_client_after_test() -> Iterator[None]:
     if client.is_active():
         client.close()
     sentry_sdk.get_global_scope().set_client(None)
-{%- if cookiecutter.use_celery == "y" %}
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[tuple[str, str]]:
-    """(REDIS_URL, key prefix) of this session; its keys are deleted after.
-
-    Without a reachable Redis the Celery tests skip on a laptop, and fail
-    under CI=true, where a missing service is a broken machine.
-    """
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    client = Redis.from_url(url, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except RedisError as exc:
-        skip_or_fail(f"Redis at {url} is not reachable: {exc}")
-    prefix = f"test-{uuid.uuid4().hex[:12]}:"
-    yield url, prefix
-    for key in client.scan_iter(match=f"{prefix}*"):
-        client.delete(key)
-    client.close()
-
-
-@pytest.fixture
-def celery_env(
-    redis_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
-    """Point apps built in this test at the session's Redis and key prefix."""
-    url, prefix = redis_server
-    env = {
-        "REDIS_URL": url,
-        "CELERY_KEY_PREFIX": prefix,
-        # Rate-limit counts of this test alone: one test's 401s never 429 another's.
-        "RATELIMIT_KEY_PREFIX": f"{prefix}limits-{uuid.uuid4().hex[:8]}",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
-{%- endif %}

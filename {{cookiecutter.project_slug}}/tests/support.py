@@ -7,9 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-{%- if cookiecutter.use_celery == "y" %}
-import sys
-{%- endif %}
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -26,9 +23,6 @@ from werkzeug.test import TestResponse
 
 from {{ cookiecutter.package_name }}.accounts import services as accounts
 from {{ cookiecutter.package_name }}.extensions import db
-{%- if cookiecutter.use_celery == "y" %}
-from {{ cookiecutter.package_name }}.jobs.models import FINISHED
-{%- endif %}
 
 TESTS_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = TESTS_DIR.parent
@@ -222,54 +216,3 @@ class CapturingTransport(Transport):
             for envelope in self.envelopes
             if (event := envelope.get_event()) is not None
         ]
-{%- if cookiecutter.use_celery == "y" %}
-
-
-class WorkerProcess:
-    def __init__(self, process: subprocess.Popen[bytes], log_path: Path) -> None:
-        self.process = process
-        self.log_path = log_path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@contextmanager
-def celery_process(
-    arguments: list[str], env: dict[str, str], log_path: Path, ready: str
-) -> Iterator[WorkerProcess]:
-    """``celery -A <package>.worker <arguments>``, started once ``ready``
-    is in its log, stopped on exit. The tests folder is on its path, so
-    ``--include=worker_gate`` works."""
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "{{ cookiecutter.package_name }}.worker",
-        *arguments,
-    ]
-    full_env = {
-        **os.environ,
-        "APP_ENV": "testing",
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])
-        ),
-        **env,
-    }
-    with process_group(command, full_env, log_path, grace=15) as process:
-        started = WorkerProcess(process, log_path)
-        wait_for(
-            lambda: ready in started.log() or process.poll() is not None,
-            timeout=60,
-            what=f"celery {arguments[0]} to start",
-        )
-        assert process.poll() is None, started.log()
-        yield started
-
-
-def finished_job(client: FlaskClient, status_url: str) -> dict[str, Any] | None:
-    """The job's status once it is final, else ``None``: for ``wait_for``."""
-    body = client.get(status_url).get_json()
-    return body if body["status"] in FINISHED else None
-{%- endif %}

@@ -30,11 +30,10 @@ from {{ cookiecutter.package_name }}.celery_app import BROKER
 from {{ cookiecutter.package_name }}.config import ConfigError
 from test_worker_process import start_summary, summaries_of
 
+from celery_support import celery_process, finished_job
 from support import (
     CapturingTransport,
     account_id,
-    celery_process,
-    finished_job,
     free_port,
     problem_of,
     skip_or_fail,

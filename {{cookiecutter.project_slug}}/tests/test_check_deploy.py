@@ -28,20 +28,9 @@ from {{ cookiecutter.package_name }}.deploy_check import (
 )
 
 ALL_CLEAR = "check-deploy: 0 errors, 0 warnings; the production settings pass."
-# Variables the checks read that a developer's shell may carry; conftest's
-# clean_environment leaves some of them alone.
-PREFIXES = (
-    "FLASK_",
-    "GUNICORN_",
-    "DATABASE_",
-    "CORS_",
-    "RATELIMIT_",
-{%- if cookiecutter.use_celery == "y" %}
-    "CELERY_",
-    "EXPORT_",
-{%- endif %}
-)
-NAMES = ("PROXY_HOPS", "LOG_LEVEL"{% if cookiecutter.use_celery == "y" %}, "REDIS_URL"{% endif %})
+# Variables the checks read that conftest's clean_environment (which clears
+# the settings' own) leaves to a developer's shell.
+PREFIXES = ("FLASK_", "GUNICORN_")
 
 Findings = list[tuple[str, str]]
 
@@ -50,7 +39,7 @@ Findings = list[tuple[str, str]]
 def production_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """A production environment with nothing to report; returns it."""
     for name in list(os.environ):
-        if name.startswith(PREFIXES) or name in NAMES:
+        if name.startswith(PREFIXES):
             monkeypatch.delenv(name)
 {%- if cookiecutter.database == "postgresql" or cookiecutter.use_celery == "y" %}
     password = secrets.token_urlsafe(12)

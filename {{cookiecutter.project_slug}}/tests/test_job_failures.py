@@ -28,7 +28,8 @@ from {{ cookiecutter.package_name }}.extensions import db
 from {{ cookiecutter.package_name }}.jobs import services
 from {{ cookiecutter.package_name }}.jobs.tasks import JobTask
 
-from support import account_id, finished_job, wait_for
+from celery_support import finished_job
+from support import account_id, wait_for
 
 LARGEST_AMOUNT = "9999999999.99"
 

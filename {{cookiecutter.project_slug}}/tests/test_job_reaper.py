@@ -25,7 +25,8 @@ from {{ cookiecutter.package_name }}.jobs import reaper, tasks
 from {{ cookiecutter.package_name }}.jobs.models import Job, JobStatus
 from {{ cookiecutter.package_name }}.sqltypes import utcnow
 
-from support import account_id, finished_job, wait_for
+from celery_support import finished_job
+from support import account_id, wait_for
 
 
 def reaped(kind: str, outcome: str) -> float:

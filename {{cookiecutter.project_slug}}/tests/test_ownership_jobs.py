@@ -21,14 +21,8 @@ from {{ cookiecutter.package_name }}.extensions import db
 from {{ cookiecutter.package_name }}.jobs.models import Job, JobStatus
 from {{ cookiecutter.package_name }}.sqltypes import utcnow
 
-from support import (
-    UNKNOWN_ID,
-    Tenant,
-    finished_job,
-    problem_of,
-    same_answer,
-    wait_for,
-)
+from celery_support import finished_job
+from support import UNKNOWN_ID, Tenant, problem_of, same_answer, wait_for
 
 
 def add_export(app: Flask, tenant: Tenant, content: bytes) -> str:

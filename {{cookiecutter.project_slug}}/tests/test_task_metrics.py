@@ -27,7 +27,8 @@ from {{ cookiecutter.package_name }}.jobs import tasks
 from {{ cookiecutter.package_name }}.jobs.models import Job, JobStatus
 from {{ cookiecutter.package_name }}.metrics import tasks as task_metrics
 
-from support import WorkerProcess, account_id, celery_process, free_port, wait_for
+from celery_support import WorkerProcess, celery_process
+from support import account_id, free_port, wait_for
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STATES = ("received", "started", "succeeded", "failed", "retried")

@@ -36,14 +36,8 @@ from {{ cookiecutter.package_name }}.jobs import tasks
 from {{ cookiecutter.package_name }}.jobs.models import Job, JobStatus
 from {{ cookiecutter.package_name }}.sqltypes import utcnow
 
-from support import (
-    account_id,
-    checked_out,
-    finished_job,
-    issue_token,
-    problem_of,
-    wait_for,
-)
+from celery_support import finished_job
+from support import account_id, checked_out, issue_token, problem_of, wait_for
 
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
 probe_sessions: list[Any] = []

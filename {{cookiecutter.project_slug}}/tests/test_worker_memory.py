@@ -25,8 +25,9 @@ from sqlalchemy import func, select
 from {{ cookiecutter.package_name }}.extensions import db
 from {{ cookiecutter.package_name }}.jobs.models import FINISHED, Job
 
+from celery_support import celery_process
 from memory_check import Growth, assert_growth_below
-from support import celery_process, wait_for
+from support import wait_for
 
 WARM_UP_JOBS = 60
 JOBS = 300

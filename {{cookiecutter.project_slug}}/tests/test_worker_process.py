@@ -26,7 +26,8 @@ from {{ cookiecutter.package_name }}.extensions import db
 from {{ cookiecutter.package_name }}.jobs.models import Job
 from {{ cookiecutter.package_name }}.jobs.tasks import SUMMARY_KIND
 
-from support import account_id, celery_process, finished_job, wait_for
+from celery_support import celery_process, finished_job
+from support import account_id, wait_for
 
 
 def worker_process(env: dict[str, str], log_path: Path) -> Any:
