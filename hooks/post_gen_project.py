@@ -55,6 +55,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             "tests/test_database_outage.py",
             "tests/test_gevent_worker.py",
             "tests/slow_app.py",
+            "tests/slow_app_redis.py",
         ]
     if answers["use_celery"] != "y":
         package = Path("src") / answers["package_name"]
@@ -70,6 +71,7 @@ def paths_to_remove(answers: dict[str, str]) -> list[str]:
             "migrations/versions/0004_jobs_belong_to_accounts.py",
             "migrations/versions/0005_job_errors_and_reaping.py",
             "tests/celery_support.py",
+            "tests/slow_app_redis.py",
             "tests/test_sentry_tasks.py",
             "tests/test_tasks.py",
             "tests/test_limits_redis.py",

@@ -25,6 +25,9 @@ from typing import Any
 import pytest
 from flask_migrate import upgrade
 from prometheus_client.parser import text_string_to_metric_families
+{%- if cookiecutter.use_celery == "y" %}
+from redis import Redis
+{%- endif %}
 from sqlalchemy import Engine, create_engine, text
 
 from {{ cookiecutter.package_name }} import create_app
@@ -252,3 +255,60 @@ def test_a_request_that_holds_the_loop_is_logged_and_counted(
     (warning,) = spinning
     assert f"request {request_id}" in warning["message"]
     assert "in spin_without_yielding" in warning["message"]  # the stack
+{%- if cookiecutter.use_celery == "y" %}
+
+
+def waiting_in_redis(client: Redis, name: str) -> int:
+    """Connections named ``name`` blocked in BLPOP, as Redis sees them."""
+    return sum(
+        1
+        for entry in client.client_list()
+        if entry.get("name") == name and entry.get("cmd") == "blpop"
+    )
+
+
+@pytest.mark.parametrize(
+    ("worker_class", "at_once"),
+    [("gevent", WAITERS), ("gthread", THREADS)],
+)
+def test_one_worker_waits_in_redis_for_many_requests_at_once(
+    database_url: str,
+    celery_env: dict[str, str],
+    tmp_path: Path,
+    worker_class: str,
+    at_once: int,
+) -> None:
+    """redis-py's sockets (the broker's and the rate limiter's too) yield
+    under gevent: while Redis holds every request in BLPOP, one gevent
+    worker has all WAITERS of them waiting there; gthread, its THREADS."""
+    key = f"{celery_env['CELERY_KEY_PREFIX']}gevent-wait-{uuid.uuid4().hex[:8]}"
+    name = f"gevent-test-{uuid.uuid4().hex[:8]}"
+    threads = {"THREADS": str(THREADS)} if worker_class == "gthread" else {}
+    with (
+        running_gunicorn(
+            tmp_path,
+            database_url,
+            {"TEST_LIST_KEY": key, "TEST_CLIENT_NAME": name},
+            WORKER_CLASS=worker_class,
+            WSGI_APP="slow_app_redis:app",
+            **threads,
+        ) as server,
+        Redis.from_url(celery_env["REDIS_URL"]) as redis,
+        ThreadPoolExecutor(max_workers=WAITERS) as pool,
+    ):
+        answers = [
+            pool.submit(server.get, "/test/wait-in-redis") for _ in range(WAITERS)
+        ]
+        wait_for(
+            lambda: waiting_in_redis(redis, name) >= at_once,
+            timeout=60,
+            what=f"{at_once} requests waiting in Redis",
+        )
+        assert waiting_in_redis(redis, name) == at_once
+        assert not any(answer.done() for answer in answers)
+        redis.rpush(key, *range(WAITERS))
+        results = [answer.result(timeout=60) for answer in answers]
+        redis.delete(key)
+    assert [status for status, _ in results] == [200] * WAITERS, server.log.read_text()
+    assert len({json.loads(body)["pid"] for _, body in results}) == 1
+{%- endif %}
