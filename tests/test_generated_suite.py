@@ -1,8 +1,10 @@
 """Representative bakes install themselves and pass their own test suite.
 
-The default bake's suite on PostgreSQL runs in tests/test_model_column.py,
-with one column added to the sample model: one run of the heaviest suite
-instead of two.
+Together they cover both databases with and without Celery: the default
+bake (PostgreSQL, Celery) on SQLite here and on PostgreSQL in
+tests/test_model_column.py, with one column added to the sample model (one
+run of the heaviest suite instead of two); a bake without Celery on
+PostgreSQL, and a SQLite-only bake without Celery.
 """
 
 from __future__ import annotations
@@ -87,3 +89,11 @@ def test_sqlite_python313_no_celery_bake_passes_its_suite(
         database="sqlite", python_version="3.13", use_celery="n"
     )
     run_suite(project, python)
+
+
+@pytest.mark.xdist_group("suite-postgresql-no-celery")
+def test_no_celery_bake_passes_its_suite_on_postgresql(
+    install_project: InstallProject, postgres_url: str
+) -> None:
+    project, python = install_project(use_celery="n")
+    run_suite(project, python, DATABASE_URL=postgres_url)
