@@ -40,7 +40,10 @@ owner_id = int(os.environ["BENCH_OWNER_ID"])
 app = Flask(__name__)
 url = config.normalize_database_url(os.environ["DATABASE_URL"])
 app.config["SQLALCHEMY_DATABASE_URI"] = url
-app.config["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options(url)
+# The pool and timeouts the app's settings give, from the same environment.
+app.config["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options(
+    url, config.load_settings()
+)
 db.init_app(app)
 # The same connections: the answer timeout among the engine options is the
 # project's own connect argument, which database.py takes out (psycopg
