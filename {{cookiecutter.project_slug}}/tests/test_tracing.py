@@ -9,10 +9,15 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata
 
 import pytest
 from flask import Flask
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
@@ -171,6 +176,65 @@ def test_the_otel_variables_name_the_service_and_choose_the_sampling(
     http = server_span(spans, "GET /api/events")
     assert http.resource.attributes["service.name"] == "billing-api"
     assert http.resource.attributes["deployment.environment.name"] == "eu-2"
+    # The installed project's version (pyproject.toml), whatever the name.
+    assert http.resource.attributes["service.version"] == metadata.version(
+        tracing.SERVICE
+    )
+
+
+class Collector(ThreadingHTTPServer):
+    """An OTLP/HTTP endpoint on loopback that keeps the spans posted to it."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _CollectorHandler)
+        self.span_names: list[str] = []
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+class _CollectorHandler(BaseHTTPRequestHandler):
+    server: Collector
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                self.server.span_names += [span.name for span in scope_spans.spans]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+def test_spans_still_buffered_are_sent_when_tracing_shuts_down(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that exits sends what its exporter still holds: with the
+    batch delay far away, the request's span reaches the collector only
+    because shutdown_tracing (worker_exit, a pool process's exit) flushes."""
+    collector = Collector()
+    thread = threading.Thread(target=collector.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+        app = make_app()
+        assert tracing.init_tracing(app, "web")
+        assert app.test_client().get("/api/events").status_code == 200
+        assert collector.span_names == []  # buffered, not sent yet
+        tracing.shutdown_tracing()
+        assert "GET /api/events" in collector.span_names
+    finally:
+        collector.shutdown()
+        collector.server_close()
+        thread.join(timeout=10)
 
 
 def test_health_probes_are_not_traced(
