@@ -16,14 +16,20 @@ from celery.app import trace
 from celery.contrib.testing.worker import start_worker
 from celery.worker.consumer import consumer
 from flask import Flask
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
 from sqlalchemy.exc import OperationalError
 
+from {{ cookiecutter.package_name }} import tracing
 from {{ cookiecutter.package_name }}.accounts import Scope, require
 from {{ cookiecutter.package_name }}.accounts import services as accounts
 
 from support import CapturingTransport, account_id, wait_for
 
 DSN = "https://public@sentry.example.invalid/1"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 transient_attempts: list[int] = []
 
 
@@ -42,7 +48,13 @@ def reporting_worker(
 ) -> Iterator[ReportingWorker]:
     """An app reporting to ``sentry_transport``, with a task that fails, a
     route that sends it, and a worker thread serving its Celery."""
-    app = make_app(SENTRY_DSN=DSN, SENTRY_TRANSPORT=sentry_transport)
+    # Traced too, spans kept in memory: a task's event names its trace.
+    app = make_app(
+        SENTRY_DSN=DSN,
+        SENTRY_TRANSPORT=sentry_transport,
+        TRACING_EXPORTER=InMemorySpanExporter(),
+    )
+    assert tracing.init_tracing(app, "web")
     # Sentry hooks into Celery by replacing celery.app.trace.build_tracer.
     # `celery worker` imports its consumer, which copies that name, after
     # the app (and Sentry) is set up; this test process imported it while
@@ -106,7 +118,8 @@ def test_a_failing_task_is_reported_once_with_the_senders_request_id_and_caller(
         caller = accounts.get_or_create_account("sender")
         token = accounts.issue_token(caller, ["write"], name="test")
     response = app.test_client(token=token.secret).post(
-        "/api/explode-later", headers={"X-Request-ID": "req-to-failing-task"}
+        "/api/explode-later",
+        headers={"X-Request-ID": "req-to-failing-task", "traceparent": TRACEPARENT},
     )
     assert response.status_code == 202
     reporting_worker.drain()
@@ -114,6 +127,7 @@ def test_a_failing_task_is_reported_once_with_the_senders_request_id_and_caller(
     assert event["tags"]["request_id"] == "req-to-failing-task"
     assert event["tags"]["account_id"] == str(account_id(app, "sender"))
     assert event["tags"]["token_id"] == str(token.id)
+    assert event["tags"]["trace_id"] == TRACE_ID  # the sender's trace, continued
     assert token.secret not in json.dumps(event, default=str)
     [exception] = event["exception"]["values"]
     assert exception["type"] == "ValueError"
