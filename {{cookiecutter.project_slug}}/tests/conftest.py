@@ -32,7 +32,7 @@ pytest_plugins = ["celery_support"]
 
 # Variables a developer's shell may carry that would change what tests see:
 # every setting's (config.py reads no other), and those read elsewhere. The
-# session's services (DATABASE_URL, REDIS_URL) are read before they are cleared.
+# session's fixtures read the services' addresses before they are cleared.
 _APP_VARIABLES = (
     "APP_ENV",
     *Settings.model_fields,

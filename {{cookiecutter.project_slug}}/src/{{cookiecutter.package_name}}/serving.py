@@ -118,18 +118,18 @@ class GunicornSettings(BaseSettings):
         (gevent's MonkeyPatchWarning says so). Threads are
         for gthread: gunicorn silently turns a sync worker with more threads
         into gthread."""
-        if self.worker_class == "gevent"{% if cookiecutter.database == "postgresql" %} and not is_postgresql(self.database_url){% endif %}:
-            raise ValueError(
-                f"{PREFIX}WORKER_CLASS=gevent needs DATABASE_URL to name a "
-                "PostgreSQL server: SQLite calls block every request of a "
-                "gevent worker. {% if cookiecutter.database == 'postgresql' %}Set DATABASE_URL, or use gthread.{% else %}This project runs on SQLite: use gthread.{% endif %}"
-            )
         if self.worker_class == "gevent" and self.preload_app:
             raise ValueError(
                 f"{PREFIX}PRELOAD_APP=1 cannot run with {PREFIX}WORKER_CLASS=gevent: "
                 "the master would import the app before each worker patches the "
                 "standard library, leaving what the import made (locks, sockets, "
                 "ssl) blocking the loop. Turn one of them off."
+            )
+        if self.worker_class == "gevent"{% if cookiecutter.database == "postgresql" %} and not is_postgresql(self.database_url){% endif %}:
+            raise ValueError(
+                f"{PREFIX}WORKER_CLASS=gevent needs DATABASE_URL to name a "
+                "PostgreSQL server: SQLite calls block every request of a "
+                "gevent worker. {% if cookiecutter.database == 'postgresql' %}Set DATABASE_URL, or use gthread.{% else %}This project runs on SQLite: use gthread.{% endif %}"
             )
         if self.threads is None:
             self.threads = 4 if self.worker_class == "gthread" else 1
