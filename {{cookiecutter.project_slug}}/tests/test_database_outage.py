@@ -1,6 +1,6 @@
 """A database that is frozen, slow or down costs a bounded wait and a 503.
 
-The tests run the app in-process, and once under gunicorn with the shipped
+The tests run the app in-process, and under gunicorn with the shipped
 config, against a PostgreSQL server of this module's own (``pg_cluster``),
 which they freeze with SIGSTOP, stop and start again; the shared test
 server is never touched. The bounds asserted
@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,15 +22,18 @@ from typing import Any, TypeVar
 import pytest
 from flask import Flask
 from flask_migrate import upgrade
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from werkzeug.test import TestResponse
 
 from {{ cookiecutter.package_name }} import create_app
+from {{ cookiecutter.package_name }}.cli import seed_events
+from {{ cookiecutter.package_name }}.config import normalize_database_url
 from {{ cookiecutter.package_name }}.extensions import db
 
 from pg_cluster import Cluster, private_cluster
 from support import (
     CapturingTransport,
+    account_id,
     free_port,
     issue_token,
     problem_of,
@@ -213,11 +217,13 @@ def test_a_statement_over_the_statement_timeout_gives_503(outage_app: Flask) -> 
 def fetch(port: int, path: str, token: str | None = None) -> http.client.HTTPResponse:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    connection.request("GET", path, headers=headers)
-    response = connection.getresponse()
-    response.read()
-    connection.close()
-    return response
+    try:  # closed on failure too: gunicorn may drop a connection as it boots
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response
+    finally:
+        connection.close()
 
 
 def test_gunicorn_answers_503_while_the_server_is_frozen(
@@ -262,6 +268,81 @@ def test_gunicorn_answers_503_while_the_server_is_frozen(
     log = stdout.read_text()
     assert log.count(" ERROR ") == 1, log
     assert "Traceback" not in log
+
+
+def test_an_export_cut_off_mid_stream_under_gunicorn_ends_incomplete(
+    outage_app: Flask, cluster: Cluster, tmp_path: Path
+) -> None:
+    """The connection of a streaming export is killed in PostgreSQL after
+    the first bytes went out: under gunicorn with the shipped config the
+    client gets no terminating chunk (an incomplete transfer, never a clean
+    end of a truncated file), and the app logs it once, with the request
+    id; no log line holds the SQL."""
+    token = issue_token(outage_app)
+    # Megabytes of CSV, so the COPY outlasts what the socket buffers hold;
+    # loaded by an app without this module's one-second statement timeout.
+    loader = create_app(
+        {
+            "APP_ENV": "testing",
+            "SQLALCHEMY_DATABASE_URI": cluster.url,
+            "DATABASE_STATEMENT_TIMEOUT": 0,
+            "DATABASE_ANSWER_TIMEOUT": 60,
+        }
+    )
+    with loader.app_context():
+        seed_events(account_id(outage_app), 50_000, seed=7)
+        db.engine.dispose()
+    port = free_port()
+    env = {
+        **os.environ,
+        "APP_ENV": "testing",
+        "DATABASE_URL": cluster.url,
+        "DATABASE_APPLICATION_NAME": "cut-off-export",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": "1",
+        "GUNICORN_GRACEFUL_TIMEOUT": "5",
+    }
+    command = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"]
+    stdout = tmp_path / "gunicorn.log"
+    with process_group(command, env, stdout, grace=10) as process:
+        wait_for(
+            lambda: process.poll() is not None or fetch_status(port, "/healthz"),
+            timeout=60,
+            what="gunicorn to answer",
+        )
+        request = (
+            "GET /api/events/export.csv HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {token}\r\nX-Request-ID: cut-off-1\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            client.sendall(request.encode())
+            received = client.recv(65536)  # the head and the first bytes
+            assert received.startswith(b"HTTP/1.1 200 "), received[:200]
+            assert b"transfer-encoding: chunked" in received.lower()
+            admin = create_engine(normalize_database_url(cluster.url))
+            with admin.begin() as connection:
+                killed = connection.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE application_name = 'cut-off-export'"
+                        " AND query LIKE 'COPY%'"
+                    )
+                ).scalar_one()
+            admin.dispose()
+            assert killed == 1
+            # Until gunicorn closes the connection (a clean end would keep
+            # it open, and this read would time out instead).
+            while data := client.recv(65536):
+                received += data
+        # No terminating zero-length chunk: the client knows it is cut off.
+        assert not received.endswith(b"\r\n0\r\n\r\n")
+        wait_for(lambda: "failed mid-stream" in stdout.read_text(), what="the log")
+    log = stdout.read_text()
+    # Once by the app, with the request id (gunicorn adds its own line).
+    [line] = [line for line in log.splitlines() if "failed mid-stream" in line]
+    assert "cut-off-1" in line
+    assert "SELECT" not in log, log
+    assert "COPY" not in log, log
 
 
 def fetch_status(port: int, path: str) -> int | None:
