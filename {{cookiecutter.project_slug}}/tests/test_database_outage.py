@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -231,25 +232,9 @@ def test_gunicorn_answers_503_while_the_server_is_frozen(
 ) -> None:
     """The same under gunicorn with the shipped config, as production runs."""
     token = issue_token(outage_app)
-    port = free_port()
-    env = {
-        **os.environ,
-        "APP_ENV": "testing",
-        "DATABASE_URL": cluster.url,
-        "READINESS_TIMEOUT_SECONDS": str(READINESS_TIMEOUT),
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": "1",
-        "GUNICORN_GRACEFUL_TIMEOUT": "5",
-    }
-    command = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"]
     stdout = tmp_path / "gunicorn.log"
-    with process_group(command, env, stdout, grace=10) as process:
-        wait_for(
-            lambda: process.poll() is not None or fetch_status(port, "/healthz"),
-            timeout=60,
-            what="gunicorn to answer",
-        )
-        assert process.poll() is None, stdout.read_text()
+    readiness = {"READINESS_TIMEOUT_SECONDS": str(READINESS_TIMEOUT)}
+    with gunicorn_on(cluster, stdout, readiness) as port:
         assert fetch(port, "/api/events", token).status == 200
 
         cluster.freeze()
@@ -292,24 +277,9 @@ def test_an_export_cut_off_mid_stream_under_gunicorn_ends_incomplete(
     with loader.app_context():
         seed_events(account_id(outage_app), 50_000, seed=7)
         db.engine.dispose()
-    port = free_port()
-    env = {
-        **os.environ,
-        "APP_ENV": "testing",
-        "DATABASE_URL": cluster.url,
-        "DATABASE_APPLICATION_NAME": "cut-off-export",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": "1",
-        "GUNICORN_GRACEFUL_TIMEOUT": "5",
-    }
-    command = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"]
     stdout = tmp_path / "gunicorn.log"
-    with process_group(command, env, stdout, grace=10) as process:
-        wait_for(
-            lambda: process.poll() is not None or fetch_status(port, "/healthz"),
-            timeout=60,
-            what="gunicorn to answer",
-        )
+    named = {"DATABASE_APPLICATION_NAME": "cut-off-export"}
+    with gunicorn_on(cluster, stdout, named) as port:
         request = (
             "GET /api/events/export.csv HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Authorization: Bearer {token}\r\nX-Request-ID: cut-off-1\r\n\r\n"
@@ -343,6 +313,31 @@ def test_an_export_cut_off_mid_stream_under_gunicorn_ends_incomplete(
     assert "cut-off-1" in line
     assert "SELECT" not in log, log
     assert "COPY" not in log, log
+
+
+@contextmanager
+def gunicorn_on(cluster: Cluster, stdout: Path, env: dict[str, str]) -> Iterator[int]:
+    """One worker under the shipped config on ``cluster``'s database, with
+    ``env`` added, logging to ``stdout``; yields its port once it answers."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "APP_ENV": "testing",
+        "DATABASE_URL": cluster.url,
+        **env,
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": "1",
+        "GUNICORN_GRACEFUL_TIMEOUT": "5",
+    }
+    command = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"]
+    with process_group(command, full_env, stdout, grace=10) as process:
+        wait_for(
+            lambda: process.poll() is not None or fetch_status(port, "/healthz"),
+            timeout=60,
+            what="gunicorn to answer",
+        )
+        assert process.poll() is None, stdout.read_text()
+        yield port
 
 
 def fetch_status(port: int, path: str) -> int | None:
