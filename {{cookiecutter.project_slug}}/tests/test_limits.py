@@ -5,6 +5,7 @@ cannot be reached never turns a request into a 500."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,8 @@ from werkzeug.test import TestResponse
 
 from {{ cookiecutter.package_name }}.accounts import tokens
 from {{ cookiecutter.package_name }}.config import ConfigError, load_settings
-from {{ cookiecutter.package_name }}.http.limits import limiter_of
+from {{ cookiecutter.package_name }}.http import limits as abuse_limits
+from {{ cookiecutter.package_name }}.http.limits import limits_of
 from {{ cookiecutter.package_name }}.http.request_id import HEADER as REQUEST_ID
 from {{ cookiecutter.package_name }}.http.security import HEADERS as SECURITY_HEADERS
 
@@ -37,9 +39,9 @@ class Storage:
     shared: bool = False
 
     def check_counted_in(self, app: Flask) -> None:
-        limiter = limiter_of(app)
-        assert limiter is not None
-        assert type(limiter.storage).__name__ == self.kind
+        limits = limits_of(app)
+        assert limits is not None
+        assert type(limits.storage).__name__ == self.kind
         if self.shared:
             assert self.keys(), "nothing was counted in the shared storage"
 
@@ -216,27 +218,67 @@ def test_storage_errors_never_become_500s(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = make_app(RATELIMIT_STORAGE_URI="memory://")
-    limiter = limiter_of(app)
-    assert limiter is not None
+    app = make_app(
+        RATELIMIT_STORAGE_URI="memory://", RATELIMIT_FAILED_AUTH="2 per minute"
+    )
+    limits = limits_of(app)
+    assert limits is not None
 
     def refuse(*_args: Any, **_kwargs: Any) -> int:
         raise ConnectionError("storage down")
 
-    monkeypatch.setattr(limiter.storage, "incr", refuse)
+    monkeypatch.setattr(limits.storage, "incr", refuse)
     caplog.set_level(logging.INFO)
-    # Counting the 401 fails after the view ran: logged, the 401 stands.
-    assert app.test_client(token=None).get("/api/events").status_code == 401
-    assert "Failed to deduct rate limit" in caplog.text
-    # Counting before the view fails: logged, the request goes through.
     client = app.test_client()
     assert [client.get("/api/events").status_code for _ in range(3)] == [200] * 3
-    assert "Rate limit storage unreachable" in caplog.text
+    # Once per outage, not once per request.
+    assert caplog.text.count("Rate limit storage unreachable") == 1
+    assert "ConnectionError" in caplog.text
+    # Counted in this process meanwhile: the limits still hold.
+    anonymous = app.test_client(token=None)
+    assert [anonymous.get("/api/events").status_code for _ in range(3)] == [
+        401,
+        401,
+        429,
+    ]
+
+
+def test_the_storage_is_asked_again_after_a_pause(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(
+        **{"RATELIMIT_STORAGE_URI": "memory://", "RATELIMIT_PER_TOKEN": "3 per minute"}
+    )
+    limits = limits_of(app)
+    assert limits is not None
+    monkeypatch.setattr(abuse_limits, "STORAGE_RETRY_SECONDS", 0.3)
+    incr = limits.storage.incr
+    down = True
+
+    def flaky(*args: Any, **kwargs: Any) -> int:
+        if down:
+            raise ConnectionError("storage down")
+        return incr(*args, **kwargs)
+
+    monkeypatch.setattr(limits.storage, "incr", flaky)
+    client = app.test_client()
+    assert client.get("/api/events").status_code == 200  # counted in memory
+    down = False
+    assert client.get("/api/events").status_code == 200  # still in memory
+    time.sleep(0.4)
+    # Back to the storage, where this token has no count yet: three more
+    # (in memory it would be over after one), then the limit.
+    assert [client.get("/api/events").status_code for _ in range(4)] == [
+        200,
+        200,
+        200,
+        429,
+    ]
 
 
 def test_limits_can_be_turned_off(make_app: Callable[..., Flask]) -> None:
     app = make_app(RATELIMIT_ENABLED=False, RATELIMIT_FAILED_AUTH="1 per minute")
-    assert limiter_of(app) is None
+    assert limits_of(app) is None
     client = app.test_client(token=None)
     assert {client.get("/api/events").status_code for _ in range(3)} == {401}
 

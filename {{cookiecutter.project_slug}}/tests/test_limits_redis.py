@@ -4,13 +4,15 @@ cannot be reached, which never turns a request into a 500."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from flask import Flask
 
 from {{ cookiecutter.package_name }}.config import load_settings
+from {{ cookiecutter.package_name }}.http.limits import BATCH_DIVISOR, limits_of
 
-from support import free_port
+from support import free_port, issue_token
 
 
 def test_unreachable_redis_serves_requests(
@@ -51,3 +53,37 @@ def test_with_redis_the_counts_go_there(
     settings = load_settings("testing")
     assert settings.RATELIMIT_STORAGE_URI == "memory://"
     assert settings.RATELIMIT_KEY_PREFIX == "web-limits"
+
+
+def test_redis_is_told_in_batches_and_the_limit_holds_within_them(
+    make_app: Callable[..., Flask],
+    celery_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two processes of the service share a token's count in Redis. Each
+    adds its hits in batches of at most 1/BATCH_DIVISOR of the headroom, so
+    fewer round trips than requests, and the limit holds within one batch
+    per process (the last hits before it are counted one by one)."""
+    limit = 4 * BATCH_DIVISOR  # first batches of 4 hits
+    apps = [make_app(**{"RATELIMIT_PER_TOKEN": f"{limit} per minute"}) for _ in "ab"]
+    token = issue_token(apps[0])
+    round_trips = 0
+    for app in apps:
+        limits = limits_of(app)
+        assert limits is not None
+        assert type(limits.storage).__name__ == "RedisStorage"
+        incr = limits.storage.incr
+
+        def counted(*args: Any, incr: Callable[..., int] = incr, **kwargs: Any) -> int:
+            nonlocal round_trips
+            round_trips += 1
+            return incr(*args, **kwargs)
+
+        monkeypatch.setattr(limits.storage, "incr", counted)
+    clients = [app.test_client(token=token) for app in apps]
+    served = 0
+    while clients[served % 2].get("/api/events?limit=1").status_code == 200:
+        served += 1
+        assert served <= 2 * limit, "the limit never held"
+    assert limit <= served <= limit + 2 * (limit // BATCH_DIVISOR)
+    assert round_trips < served * 3 / 4

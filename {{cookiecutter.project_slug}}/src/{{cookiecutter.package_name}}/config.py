@@ -53,7 +53,7 @@ def fraction(value: Any) -> float:
 
 
 def rate(value: Any) -> str:
-    """A Flask-Limiter rate string ("10 per minute", "100/hour;1000/day"):
+    """A rate string of ``limits`` ("10 per minute", "100/hour;1000/day"):
     one it could not parse would only be logged at request time, and the
     limit silently not applied."""
     try:

@@ -49,8 +49,8 @@ PROBLEMS = {
     500: "An unexpected error; quote the request id.",
     503: "A dependency is unavailable; see Retry-After.",
 }
-# Every route can give these: the app's own failures, and the abuse limits,
-# which cover every /api/ request (http/limits.py), signed links included.
+# Every route can give these: the app's own failures, and the rate limits
+# (nginx's on every /api/ request, the app's on every token: http/limits.py).
 ALWAYS = (429, 500, 503)
 
 

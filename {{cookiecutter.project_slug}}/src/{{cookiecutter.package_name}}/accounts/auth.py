@@ -21,6 +21,7 @@ from flask_httpauth import HTTPTokenAuth
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import logs
+from ..http import limits
 from ..http.problems import problem
 from ..sqltypes import utcnow
 from . import cli, services
@@ -48,9 +49,8 @@ def current_identity() -> Identity:
 def identify() -> Identity | None:
     """The caller of this request, or None without a valid bearer token.
 
-    Verified once per request and kept on ``g``: the rate limiter asks
-    first (a caller with a valid token is no failed authentication), then
-    the route's ``@require`` gets the same answer without a second query.
+    Verified once per request and kept on ``g``: whatever asks after the
+    route's ``@require`` gets the same answer without a second query.
     """
     if "identity_error" in g:
         raise g.identity_error
@@ -89,7 +89,10 @@ def _authenticate(secret: str) -> Identity | None:
 
 @auth.verify_token
 def _verify(_secret: str) -> Identity | None:
-    return identify()
+    identity = identify()
+    if identity is not None:
+        limits.count_request(str(identity.token_id))
+    return identity
 
 
 @auth.get_user_roles
@@ -105,6 +108,7 @@ def _refuse(status: int) -> Response:
         )
         response.headers["WWW-Authenticate"] = 'Bearer error="insufficient_scope"'
         return response
+    limits.count_failed_authentication()  # a 429 instead, past the limit
     response = problem(
         401, "Unauthorized", "A valid bearer token is required: Authorization: Bearer."
     )

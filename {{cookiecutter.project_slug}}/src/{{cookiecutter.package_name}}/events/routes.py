@@ -64,9 +64,13 @@ def index(query: EventQuery) -> EventPage:
         after=Cursor.decode(query.cursor) if query.cursor else None,
         kind=query.kind,
     )
-    return EventPage(
-        items=[EventOut.model_validate(event) for event in page.items],
-        next_cursor=page.next_cursor.encode() if page.next_cursor else None,
+    # One validation for the page, not one call per event.
+    return EventPage.model_validate(
+        {
+            "items": page.items,
+            "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
+        },
+        from_attributes=True,
     )
 
 

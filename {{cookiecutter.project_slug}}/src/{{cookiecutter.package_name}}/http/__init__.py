@@ -15,7 +15,6 @@ def init_app(app: Flask) -> None:
     security.init_app(app)
     problems.init_app(app)
     resources.init_app(app)
-    # After the request id: a 429 carries it like every other problem.
     limits.init_app(app)
     cors.init_app(app)
 

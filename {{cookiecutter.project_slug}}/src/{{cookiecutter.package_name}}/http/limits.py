@@ -1,4 +1,4 @@
-"""Abuse limits on ``/api/``, with Flask-Limiter.
+"""Abuse limits on ``/api/``, counted with ``limits``.
 
 nginx's ``limit_req`` stays the outer layer: it caps requests per address
 before they reach a worker, but it cannot tell a failed authentication from
@@ -7,154 +7,209 @@ app adds two limits of its own, both answered with a 429 problem and
 ``Retry-After``:
 
 - **Failed authentications per client address** (``RATELIMIT_FAILED_AUTH``):
-  every 401 counts, and an address over the limit gets 429 on every
-  ``/api/`` request without a valid token until its window ends. The token
-  is verified first (once per request, see ``accounts.identify``): a caller
-  with a valid one is no failed authentication, so its requests skip this
+  every 401 counts, and once an address is over the limit every request
+  from it without a valid token is a 429 until its window ends. A caller
+  with a valid token is no failed authentication: its requests skip this
   limit and its storage round trip. (Guessing gains nothing from that: a
   token holds 238 random bits.)
 - **Requests per token** (``RATELIMIT_PER_TOKEN``): one leaked or runaway
-  client cannot take every worker. The bucket is the SHA-256 of the
-  presented token (what ``api_tokens.token_hash`` stores), never the token.
+  client cannot take every worker. The key is the token's id, never the
+  token.
 
-The client address is ``request.remote_addr``: ProxyFix has already taken it
-from the ``X-Forwarded-For`` entry the trusted proxies (``PROXY_HOPS``) set,
-and ignores what a client wrote before it. Probes and metrics (``/healthz``,
-``/readyz``, ``/metrics``), anything outside ``/api/``, and CORS preflights
-(no credentials, no work) are never limited.
+Both are counted where the caller becomes known, in authentication
+(``accounts/auth.py``): at most one storage round trip per request (a busy
+token's hits go in batches, see ``Counter``), nothing on routes without a
+token (probes, metrics, the API document, signed download
+links) or on CORS preflights. The client address is
+``request.remote_addr``: ProxyFix has already taken it from the
+``X-Forwarded-For`` entry the trusted proxies (``PROXY_HOPS``) set, and
+ignores what a client wrote before it.
 
 Counts live in ``RATELIMIT_STORAGE_URI``, with ``RATELIMIT_STORAGE_OPTIONS``
 (see config.py): a shared store counts for every worker and replica,
-``memory://`` for this process alone. When the storage cannot be reached,
-requests are still served: the limiter logs a warning and counts in this
-process's memory until the storage answers again; any other storage error
-is logged and the request goes through. An outage of the storage must not
-take the API down with it.
+``memory://`` for this process alone. When the storage fails, requests are
+still served: a warning is logged and this process counts in its own memory
+for ``STORAGE_RETRY_SECONDS`` before it asks the storage again. An outage of
+the storage must not take the API down with it.
 
-Flask-Limiter keeps the storage and its settings on the ``Limiter`` object,
-so one object bound to two apps would count both in whichever storage was
-bound last. ``init_app`` therefore builds one per app, unbound until then
-like every extension in ``extensions.py``: tests build many apps in one
-process, each with its own counts.
+Why ``limits`` and not Flask-Limiter, which is built on it: Flask-Limiter
+resolves every limit of every route, blueprint and default again on each
+request, which cost more per request than the whole rest of the app's
+layers; two fixed limits checked at one known place need none of it. The
+storage URIs, options, strategies and rate strings are the same.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import math
+import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask, current_app, request
-from flask.wrappers import Response
-from flask_limiter import ApplicationLimit, Limiter, RequestLimit
+from limits import RateLimitItem, parse_many
 from limits.errors import ConfigurationError
-from sqlalchemy.exc import SQLAlchemyError
+from limits.storage import MemoryStorage, Storage, storage_from_string
+from werkzeug.exceptions import TooManyRequests
 
 from ..config import ConfigError
 
 EXTENSION_KEY = "abuse_limits"
-# Keys read LIMITER/api/<address or token digest>/<scope>/<rate>. Given
-# here, Flask-Limiter takes no prefix from RATELIMIT_KEY_PREFIX (any prefix
-# of the storage's own comes first).
-LIMITER_KEY_PREFIX = "api"
+# Keys read LIMITER/api/<scope>/<address or token id>/<rate>, after the
+# storage's own prefix (RATELIMIT_KEY_PREFIX for Redis).
+NAMESPACE = "api"
+STORAGE_RETRY_SECONDS = 5.0
+# A process adds hits to a shared storage in batches of up to this fraction
+# of the headroom it last read (see Counter), keeping batches for at most
+# this many keys.
+BATCH_DIVISOR = 32
+MAX_PENDING_KEYS = 10_000
+TOO_MANY_FAILURES = (
+    "Too many failed authentications from this address; retry after the "
+    "time in Retry-After."
+)
+TOO_MANY_REQUESTS = (
+    "Too many requests with this token; retry after the time in Retry-After."
+)
+
+log = logging.getLogger(__name__)
 
 
-def client_address() -> str:
-    """The client's address, as ProxyFix left it (never a raw header)."""
-    return request.remote_addr or "unknown"
+class Counter:
+    """Hits of each key, counted in a storage, or in this process's memory
+    while that storage fails; safe to share across threads.
+
+    A shared storage is told a batch of hits at a time: a process keeps up
+    to ``1/BATCH_DIVISOR`` of a key's headroom (its limit less the count it
+    last read) before it adds them, one storage round trip for the batch.
+    Near the limit the batch shrinks to one hit, so refusals are exact. The
+    price: while every process holds a batch, a key can pass its limit by
+    those batches, at most ``processes x limit / BATCH_DIVISOR`` per window
+    (with the defaults, 5 gunicorn workers and 1200 a minute: 185), and up
+    to a batch per process is counted late or not at all. Small limits (the
+    failed authentications') are counted hit by hit.
+    """
+
+    def __init__(self, uri: str, options: Mapping[str, Any]) -> None:
+        storage = storage_from_string(uri, **options)
+        if not isinstance(storage, Storage):
+            raise ConfigurationError("an async storage cannot serve a WSGI app")
+        self.storage = storage
+        self._batches = not isinstance(storage, MemoryStorage)
+        self._fallback = MemoryStorage()
+        self._away_until = 0.0
+        self._lock = threading.Lock()
+        # key -> (hits not yet added, count last read from the storage)
+        self._pending: dict[str, tuple[int, int]] = {}
+
+    def hit(self, item: RateLimitItem, *keys: str) -> int | None:
+        """Count one hit: None within the limit; over it, the seconds until
+        the window ends."""
+        key = item.key_for(*keys)
+        with self._lock:
+            hits, seen = self._pending.pop(key, (0, 0))
+            hits += 1
+            if self._batches and hits < (item.amount - seen) // BATCH_DIVISOR:
+                if len(self._pending) >= MAX_PENDING_KEYS:
+                    self._pending.clear()  # a flood of keys: count them late
+                self._pending[key] = (hits, seen)
+                return None
+        storage = self._storage()
+        try:
+            count = storage.incr(key, item.get_expiry(), amount=hits)
+            if count <= item.amount:
+                if self._batches:
+                    with self._lock:
+                        self._pending.setdefault(key, (0, count))
+                return None
+            ends = storage.get_expiry(key)
+        except Exception as exc:
+            if storage is self._fallback:
+                raise
+            self._storage_failed(exc)
+            count = self._fallback.incr(key, item.get_expiry(), amount=hits)
+            if count <= item.amount:
+                return None
+            ends = self._fallback.get_expiry(key)
+        return max(1, math.ceil(ends - time.time()))
+
+    def _storage(self) -> Storage:
+        if time.monotonic() < self._away_until:
+            return self._fallback
+        return self.storage
+
+    def _storage_failed(self, exc: Exception) -> None:
+        with self._lock:
+            if time.monotonic() < self._away_until:
+                return  # another thread already reported this failure
+            self._away_until = time.monotonic() + STORAGE_RETRY_SECONDS
+        log.warning(
+            "Rate limit storage unreachable (%s); counting in this process for %g s",
+            type(exc).__name__,
+            STORAGE_RETRY_SECONDS,
+        )
 
 
-def presented_token() -> str:
-    """A digest of the bearer token sent, or ``""`` when there is none."""
-    credentials = request.authorization
-    if credentials is None or credentials.type != "bearer" or not credentials.token:
-        return ""
-    return hashlib.sha256(credentials.token.encode()).hexdigest()
+class AbuseLimits:
+    """The two limits of ``/api/`` and the counter they share."""
 
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.per_token = parse_many(config["RATELIMIT_PER_TOKEN"])
+        self.failed_auth = parse_many(config["RATELIMIT_FAILED_AUTH"])
+        uri = config["RATELIMIT_STORAGE_URI"]
+        try:
+            self.counter = Counter(uri, config.get("RATELIMIT_STORAGE_OPTIONS", {}))
+        except ConfigurationError as exc:
+            scheme = uri.split(":", 1)[0]
+            raise ConfigError(
+                f"RATELIMIT_STORAGE_URI cannot be used ({scheme}:...): {exc}"
+            ) from None
 
-def _without_token() -> bool:
-    return not presented_token()
+    @property
+    def storage(self) -> Storage:
+        return self.counter.storage
 
+    def count_request(self, token_id: str) -> None:
+        """Count a request with a valid token; a 429 past the token's limit."""
+        self._count(self.per_token, "token", token_id, TOO_MANY_REQUESTS)
 
-def _failed_authentication(response: Response) -> bool:
-    return response.status_code == 401
+    def count_failed_authentication(self) -> None:
+        """Count a 401 of this address; a 429 instead once it is over."""
+        address = request.remote_addr or "unknown"
+        self._count(self.failed_auth, "failed-auth", address, TOO_MANY_FAILURES)
 
-
-def _authenticated() -> bool:
-    """A valid token: not a failed authentication, so not counted or checked
-    (no storage round trip on the requests that matter)."""
-    from ..accounts import identify  # accounts builds on this package
-
-    try:
-        return identify() is not None
-    except SQLAlchemyError:
-        # The database cannot tell now: no failed authentication either.
-        # The route asks again and answers the outage (a 503); raised here,
-        # Flask-Limiter would take it for its own storage failing.
-        return True
-
-
-def _not_limited() -> bool:
-    return request.method == "OPTIONS" or not request.path.startswith("/api/")
-
-
-def _retry_after(breached: RequestLimit) -> Response:
-    """The 429's ``Retry-After``; the problem handler copies it."""
-    try:
-        seconds = math.ceil(breached.window[0] - time.time())
-    except Exception:  # the storage went away since the check: a full window
-        current_app.logger.warning("rate limit storage unreachable for Retry-After")
-        seconds = breached.limit.get_expiry()
-    response = Response(status=429)
-    response.headers["Retry-After"] = str(max(1, seconds))
-    return response
+    def _count(
+        self, items: list[RateLimitItem], scope: str, key: str, detail: str
+    ) -> None:
+        for item in items:
+            seconds = self.counter.hit(item, NAMESPACE, scope, key)
+            if seconds is not None:
+                raise TooManyRequests(detail, retry_after=seconds)
 
 
 def init_app(app: Flask) -> None:
     """Limit this app's ``/api/`` requests, unless ``RATELIMIT_ENABLED`` is off."""
-    config = app.config
-    if not config["RATELIMIT_ENABLED"]:
-        return
-    uri = config["RATELIMIT_STORAGE_URI"]
-    try:
-        limiter = Limiter(
-            client_address,
-            application_limits=[
-                ApplicationLimit(
-                    config["RATELIMIT_FAILED_AUTH"],
-                    key_function=client_address,
-                    scope="failed-auth",
-                    deduct_when=_failed_authentication,
-                    exempt_when=_authenticated,
-                    error_message="Too many failed authentications from this "
-                    "address; retry after the time in Retry-After.",
-                ),
-                ApplicationLimit(
-                    config["RATELIMIT_PER_TOKEN"],
-                    key_function=presented_token,
-                    scope="token",
-                    exempt_when=_without_token,
-                    error_message="Too many requests with this token; retry "
-                    "after the time in Retry-After.",
-                ),
-            ],
-            storage_uri=uri,
-            key_prefix=LIMITER_KEY_PREFIX,
-            on_breach=_retry_after,
-            swallow_errors=True,
-            in_memory_fallback_enabled=True,
-        )
-        limiter.request_filter(_not_limited)
-        limiter.init_app(app)
-    except ConfigurationError as exc:
-        scheme = uri.split(":", 1)[0]
-        raise ConfigError(
-            f"RATELIMIT_STORAGE_URI cannot be used ({scheme}:...): {exc}"
-        ) from None
-    app.extensions[EXTENSION_KEY] = limiter
+    if app.config["RATELIMIT_ENABLED"]:
+        app.extensions[EXTENSION_KEY] = AbuseLimits(app.config)
 
 
-def limiter_of(app: Flask) -> Limiter | None:
-    """The app's limiter, or None when limits are off."""
-    limiter: Limiter | None = app.extensions.get(EXTENSION_KEY)
-    return limiter
+def limits_of(app: Flask) -> AbuseLimits | None:
+    """The app's limits, or None when they are off."""
+    limits: AbuseLimits | None = app.extensions.get(EXTENSION_KEY)
+    return limits
+
+
+def count_request(token_id: str) -> None:
+    """Count a request of this app with a valid token (see AbuseLimits)."""
+    limits = limits_of(current_app)
+    if limits is not None:
+        limits.count_request(token_id)
+
+
+def count_failed_authentication() -> None:
+    """Count a failed authentication of this app (see AbuseLimits)."""
+    limits = limits_of(current_app)
+    if limits is not None:
+        limits.count_failed_authentication()
