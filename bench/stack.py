@@ -49,13 +49,11 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 HOST = "127.0.0.1"
 # The account whose events the benchmarks seed and read.
 ACCOUNT = "bench"
-# Per-token and failed-auth request limits (Flask-Limiter) may be set in the
-# app: a load generator sends tens of thousands of requests a minute with one
-# token from one address, and would measure the limiter's 429s. Generous
-# values, so the limiter (if any) is still consulted on every request but
-# never refuses; the app ignores variables it does not read. Check these
-# names and formats against config.py when the limiter lands; BENCH_APP_ENV
-# ("KEY=VALUE KEY=VALUE") overrides or adds any app setting of a run.
+# The app's per-token and failed-auth request limits: a load generator sends
+# tens of thousands of requests a minute with one token from one address,
+# and would measure the limits' 429s. Generous values, so the limits are
+# still counted but never refuse; BENCH_APP_ENV ("KEY=VALUE KEY=VALUE")
+# overrides or adds any app setting of a run.
 RATE_LIMIT_ENV = {
     "RATELIMIT_PER_TOKEN": "1000000/minute",
     "RATELIMIT_FAILED_AUTH": "1000000/minute",

@@ -58,7 +58,7 @@ from ..config import ConfigError
 
 EXTENSION_KEY = "abuse_limits"
 # Keys read LIMITER/api/<scope>/<address or token id>/<rate>, after the
-# storage's own prefix (RATELIMIT_KEY_PREFIX for Redis).
+# storage's own prefix (RATELIMIT_KEY_PREFIX, if the storage takes one).
 NAMESPACE = "api"
 STORAGE_RETRY_SECONDS = 5.0
 # A process adds hits to a shared storage in batches of up to this fraction
