@@ -87,3 +87,7 @@ def test_redis_is_told_in_batches_and_the_limit_holds_within_them(
         assert served <= 2 * limit, "the limit never held"
     assert limit <= served <= limit + 2 * (limit // BATCH_DIVISOR)
     assert round_trips < served * 3 / 4
+    # Over the limit, each process counts every request at once: none of
+    # them is let through in a batch.
+    answers = {client.get("/api/events?limit=1").status_code for client in clients * 5}
+    assert answers == {429}

@@ -61,9 +61,9 @@ EXTENSION_KEY = "abuse_limits"
 # storage's own prefix (RATELIMIT_KEY_PREFIX, if the storage takes one).
 NAMESPACE = "api"
 STORAGE_RETRY_SECONDS = 5.0
-# A process adds hits to a shared storage in batches of up to this fraction
-# of the headroom it last read (see Counter), keeping batches for at most
-# this many keys.
+# A process adds hits to a shared storage in batches of up to 1/BATCH_DIVISOR
+# of the headroom it last read (see Counter), for at most MAX_PENDING_KEYS
+# keys at a time.
 BATCH_DIVISOR = 32
 MAX_PENDING_KEYS = 10_000
 TOO_MANY_FAILURES = (
@@ -88,8 +88,9 @@ class Counter:
     price: while every process holds a batch, a key can pass its limit by
     those batches, at most ``processes x limit / BATCH_DIVISOR`` per window
     (with the defaults, 5 gunicorn workers and 1200 a minute: 185), and up
-    to a batch per process is counted late or not at all. Small limits (the
-    failed authentications') are counted hit by hit.
+    to a batch per process is counted late or not at all. Limits below
+    ``2 x BATCH_DIVISOR`` (the failed authentications') are counted hit by
+    hit.
     """
 
     def __init__(self, uri: str, options: Mapping[str, Any]) -> None:
@@ -108,21 +109,19 @@ class Counter:
         """Count one hit: None within the limit; over it, the seconds until
         the window ends."""
         key = item.key_for(*keys)
+        batches = self._batches and item.amount >= 2 * BATCH_DIVISOR
         with self._lock:
             hits, seen = self._pending.pop(key, (0, 0))
             hits += 1
-            if self._batches and hits < (item.amount - seen) // BATCH_DIVISOR:
-                if len(self._pending) >= MAX_PENDING_KEYS:
-                    self._pending.clear()  # a flood of keys: count them late
+            if batches and hits < (item.amount - seen) // BATCH_DIVISOR:
                 self._pending[key] = (hits, seen)
                 return None
         storage = self._storage()
         try:
             count = storage.incr(key, item.get_expiry(), amount=hits)
+            if batches:
+                self._read(key, count)
             if count <= item.amount:
-                if self._batches:
-                    with self._lock:
-                        self._pending.setdefault(key, (0, count))
                 return None
             ends = storage.get_expiry(key)
         except Exception as exc:
@@ -134,6 +133,15 @@ class Counter:
                 return None
             ends = self._fallback.get_expiry(key)
         return max(1, math.ceil(ends - time.time()))
+
+    def _read(self, key: str, count: int) -> None:
+        """Keep the count the storage answered: the next batch is sized from
+        it (over the limit, no batch: every hit is counted at once)."""
+        with self._lock:
+            if len(self._pending) >= MAX_PENDING_KEYS:
+                self._pending.clear()  # a flood of keys: count them afresh
+            hits, _ = self._pending.get(key, (0, 0))
+            self._pending[key] = (hits, count)
 
     def _storage(self) -> Storage:
         if time.monotonic() < self._away_until:
