@@ -46,6 +46,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any
 
 from flask import Flask, current_app, request
@@ -99,7 +100,6 @@ class Counter:
             raise ConfigurationError("an async storage cannot serve a WSGI app")
         self.storage = storage
         self._batches = not isinstance(storage, MemoryStorage)
-        self._fallback = MemoryStorage()
         self._away_until = 0.0
         self._lock = threading.Lock()
         # key -> (hits not yet added, count last read from the storage)
@@ -118,21 +118,30 @@ class Counter:
                 return None
         storage = self._storage()
         try:
-            count = storage.incr(key, item.get_expiry(), amount=hits)
-            if batches:
-                self._read(key, count)
-            if count <= item.amount:
-                return None
-            ends = storage.get_expiry(key)
+            return self._add(storage, item, key, hits, remember=batches)
         except Exception as exc:
             if storage is self._fallback:
                 raise
             self._storage_failed(exc)
-            count = self._fallback.incr(key, item.get_expiry(), amount=hits)
-            if count <= item.amount:
-                return None
-            ends = self._fallback.get_expiry(key)
-        return max(1, math.ceil(ends - time.time()))
+            return self._add(self._fallback, item, key, hits, remember=False)
+
+    def _add(
+        self,
+        storage: Storage,
+        item: RateLimitItem,
+        key: str,
+        hits: int,
+        *,
+        remember: bool,
+    ) -> int | None:
+        """Add ``hits`` to ``storage``: None within the limit; over it, the
+        seconds until the window ends."""
+        count = storage.incr(key, item.get_expiry(), amount=hits)
+        if remember:
+            self._read(key, count)
+        if count <= item.amount:
+            return None
+        return max(1, math.ceil(storage.get_expiry(key) - time.time()))
 
     def _read(self, key: str, count: int) -> None:
         """Keep the count the storage answered: the next batch is sized from
@@ -142,6 +151,11 @@ class Counter:
                 self._pending.clear()  # a flood of keys: count them afresh
             hits, _ = self._pending.get(key, (0, 0))
             self._pending[key] = (hits, count)
+
+    @cached_property
+    def _fallback(self) -> MemoryStorage:
+        """Made when first needed: a MemoryStorage starts a timer thread."""
+        return MemoryStorage()
 
     def _storage(self) -> Storage:
         if time.monotonic() < self._away_until:
